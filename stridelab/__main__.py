@@ -1,0 +1,5 @@
+import sys
+
+from stridelab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Algorithms: ``update(batch) -> metrics`` on a shared :class:`~stridelab.models.Agent`."""

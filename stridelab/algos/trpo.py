@@ -1,0 +1,97 @@
+"""TRPO update: the policy by the :class:`~stridelab.optim.TRPO` optimizer, the critic by Adam."""
+
+from __future__ import annotations
+
+import torch
+
+from stridelab.algos.ppo import normalize_advantages
+from stridelab.config import TrainConfig
+from stridelab.models import Agent
+from stridelab.ops import explained_variance, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
+from stridelab.optim import TRPO
+from stridelab.rollout import Batch
+
+
+class TRPOAgent:
+    """Trust-region policy optimization on the same rollout, GAE and networks as PPO.
+
+    Per batch: one TRPO step on the importance-sampled surrogate ``-mean(ratio * A)`` under
+    ``mean KL(old || new) <= max_kl``, then the value net is fitted separately with
+    ``vf_epochs`` Adam epochs of ``vf_minibatches`` minibatches.
+    """
+
+    name = "trpo"
+
+    def __init__(self, agent: Agent, cfg: TrainConfig) -> None:
+        self.agent, self.cfg = agent, cfg
+        self.policy_optimizer = TRPO(agent.policy.parameters(), max_kl=cfg.max_kl, damping=cfg.damping,
+                                     cg_iters=cfg.cg_iters, backtrack_ratio=cfg.backtrack_ratio,
+                                     max_backtracks=cfg.max_backtracks)
+        self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate, eps=1e-5)
+
+    def state_dict(self) -> dict:
+        return {"value_optimizer": self.value_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value_optimizer.load_state_dict(state["value_optimizer"])
+
+    def set_progress(self, fraction_done: float) -> None:
+        """TRPO's step size is set by the trust region; nothing is annealed."""
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.value_optimizer.param_groups[0]["lr"])
+
+    def update_policy(self, batch: Batch, obs_n: torch.Tensor) -> dict[str, float]:
+        adv = normalize_advantages(batch.advantages) if self.cfg.norm_adv else batch.advantages
+        policy = self.agent.policy
+
+        def closure() -> tuple[torch.Tensor, torch.Tensor]:
+            mean, std = policy(obs_n)
+            ratio = torch.exp(gaussian_log_prob(mean, std, batch.actions) - batch.logp_old)
+            loss = -(ratio * adv).mean()
+            kl = gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
+            return loss, kl
+
+        info = self.policy_optimizer.step(closure)
+        with torch.no_grad():
+            _, std = policy(obs_n)
+            entropy = float(gaussian_entropy(std).mean())
+        return {
+            "losses/policy_loss": info["loss_after"],
+            "losses/entropy": entropy,
+            "losses/approx_kl": info["kl"],
+            "trpo/kl": info["kl"],
+            "trpo/backtracks": info["backtracks"],
+            "trpo/accepted": info["accepted"],
+            "trpo/cg_residual": info["cg_residual"],
+            "trpo/step_norm": info["step_norm"],
+            "trpo/expected_improvement": info["expected_improvement"],
+            "trpo/actual_improvement": info["loss_before"] - info["loss_after"],
+        }
+
+    def update_value(self, batch: Batch, obs_n: torch.Tensor) -> dict[str, float]:
+        cfg, value = self.cfg, self.agent.value
+        mb_size = len(batch) // cfg.vf_minibatches
+        total, n = torch.zeros((), device=obs_n.device), 0
+        for _ in range(cfg.vf_epochs):
+            perm = torch.randperm(len(batch), device="cpu").to(obs_n.device)
+            for start in range(0, len(batch), mb_size):
+                idx = perm[start : start + mb_size]
+                loss = value_loss(value(obs_n[idx]), batch.returns[idx])
+                self.value_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(value.parameters(), cfg.max_grad_norm)
+                self.value_optimizer.step()
+                total += loss.detach()
+                n += 1
+        return {"losses/value_loss": float(total) / n}
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        with torch.no_grad():
+            obs_n = self.agent.obs_rms.normalize(batch.obs)
+        metrics = self.update_policy(batch, obs_n)
+        metrics.update(self.update_value(batch, obs_n))
+        with torch.no_grad():
+            metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
+        return metrics

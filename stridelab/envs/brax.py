@@ -1,0 +1,170 @@
+"""Brax environments behind the :class:`~stridelab.envs.base.VecEnv` interface.
+
+Our own adapter: Brax's ``envs.wrappers.gym`` and ``envs.wrappers.torch`` import the dead
+``gym`` package. Arrays cross between JAX and torch through DLPack, which is zero-copy when both
+live on the same device. The whole batched step (physics, time limit, episode statistics and
+auto-reset) is one jitted function.
+
+Auto-reset differs from Brax's ``AutoResetWrapper``: that wrapper sends every ended env back to
+one first state stored at reset time, so all episodes of an env start alike. Here each ended env
+restarts from a freshly sampled random initial state (one new PRNG key per env and step);
+sampling initial states for the whole batch every step costs nothing measurable next to the
+physics (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+# JAX must not grab most of a GPU's memory up front: torch shares the device.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import torch  # noqa: E402
+
+from stridelab.envs.base import EnvSpec, StepResult  # noqa: E402
+
+BACKENDS = ("spring", "positional", "generalized", "mjx")
+
+
+def brax_env_names() -> list[str]:
+    from brax import envs
+
+    return sorted(envs._envs.keys())  # the registry Brax's get_environment reads
+
+
+def _jax_to_torch(x: jax.Array, device: torch.device) -> torch.Tensor:
+    t = torch.from_dlpack(x)
+    return t if t.device == device else t.to(device, non_blocking=True)
+
+
+def _torch_to_jax(t: torch.Tensor) -> jax.Array:
+    jax_platform = jax.devices()[0].platform
+    if t.device.type == "cuda" and jax_platform != "gpu":
+        t = t.cpu()  # JAX has no CUDA here: copy through host memory
+    return jnp.from_dlpack(t.detach().contiguous())
+
+
+class BraxVecEnv:
+    """``num_envs`` copies of a Brax task stepped by one jitted, vmapped function.
+
+    Args:
+        name: Brax task name (``ant``, ``halfcheetah``, ...), see :func:`brax_env_names`.
+        num_envs: batch size ``N``.
+        backend: Brax physics pipeline, one of :data:`BACKENDS`.
+        episode_length: time limit in steps; reaching it is a truncation.
+        device: torch device the tensors are handed to.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_envs: int,
+        backend: str = "spring",
+        episode_length: int = 1000,
+        device: torch.device | str = "cpu",
+        **env_kwargs: Any,
+    ) -> None:
+        from brax import envs
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown Brax backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self._env = envs.get_environment(name, backend=backend, **env_kwargs)
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.backend = backend
+        limits = self._action_limits()
+        self.spec = EnvSpec(
+            name=name,
+            simulator="brax",
+            obs_dim=int(self._env.observation_size),
+            act_dim=int(self._env.action_size),
+            action_low=limits[0],
+            action_high=limits[1],
+            dt=float(self._env.dt),
+            episode_length=int(episode_length),
+        )
+        self._carry: tuple | None = None
+        self._reset_fn = jax.jit(self._reset_impl)
+        self._step_fn = jax.jit(self._step_impl, donate_argnums=0)
+
+    def _action_limits(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        sys = getattr(self._env, "sys", None)
+        n = int(self._env.action_size)
+        try:
+            lo, hi = jnp.asarray(sys.actuator.ctrl_range).T  # [act_dim] each
+            if lo.shape == (n,):
+                return tuple(map(float, lo)), tuple(map(float, hi))
+        except Exception:  # noqa: BLE001 - systems without actuator ranges act in [-1, 1]
+            pass
+        return (-1.0,) * n, (1.0,) * n
+
+    # --- jitted pure functions -------------------------------------------------------------
+
+    def _reset_impl(self, key: jax.Array) -> tuple:
+        key, sub = jax.random.split(key)
+        state = jax.vmap(self._env.reset)(jax.random.split(sub, self.num_envs))
+        zeros_i = jnp.zeros((self.num_envs,), jnp.int32)
+        zeros_f = jnp.zeros((self.num_envs,), jnp.float32)
+        return (state, zeros_i, zeros_f, key)
+
+    def _step_impl(self, carry: tuple, action: jax.Array) -> tuple:
+        state, t, ep_return, key = carry
+        nxt = jax.vmap(self._env.step)(state, action)
+        t = t + 1
+        ep_return = ep_return + nxt.reward
+        terminated = nxt.done > 0
+        truncated = (t >= self.spec.episode_length) & ~terminated
+        done = terminated | truncated
+
+        key, sub = jax.random.split(key)
+        fresh = jax.vmap(self._env.reset)(jax.random.split(sub, self.num_envs))
+
+        def pick(new_leaf: jax.Array, old_leaf: jax.Array) -> jax.Array:
+            mask = done.reshape(done.shape + (1,) * (old_leaf.ndim - 1))
+            return jnp.where(mask, new_leaf, old_leaf)
+
+        restarted = jax.tree.map(pick, fresh, nxt)
+        out = (
+            restarted.obs,
+            nxt.reward,
+            terminated,
+            truncated,
+            nxt.obs,
+            ep_return,
+            t,
+        )
+        carry = (restarted, jnp.where(done, 0, t), jnp.where(done, 0.0, ep_return), key)
+        return carry, out
+
+    # --- torch-facing API ------------------------------------------------------------------
+
+    def reset(self, seed: int) -> torch.Tensor:
+        self._carry = self._reset_fn(jax.random.PRNGKey(seed))
+        return _jax_to_torch(self._carry[0].obs, self.device)
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        if self._carry is None:
+            raise RuntimeError("call reset(seed) before step()")
+        self._carry, out = self._step_fn(self._carry, _torch_to_jax(action.float()))
+        obs, reward, terminated, truncated, final_obs, ep_ret, ep_len = (
+            _jax_to_torch(x, self.device) for x in out
+        )
+        return StepResult(obs, reward, terminated, truncated, final_obs, ep_ret, ep_len)
+
+    @property
+    def pipeline_states(self) -> Any:
+        """Current batched Brax physics state (for rendering)."""
+        return None if self._carry is None else self._carry[0].pipeline_state
+
+    @property
+    def brax_env(self) -> Any:
+        return self._env
+
+    def close(self) -> None:
+        self._carry = None
+
+

@@ -1,0 +1,58 @@
+"""Evaluation: average undiscounted episode returns of a policy, like the original test_agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stridelab.checkpoint import find_checkpoint, load_checkpoint
+from stridelab.config import TrainConfig
+from stridelab.envs import VecEnv, make_env
+from stridelab.models import Agent
+
+
+@torch.no_grad()
+def run_episodes(agent: Agent, env: VecEnv, seed: int, deterministic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One episode in each of ``env``'s envs, all in parallel, from fresh states drawn with ``seed``.
+
+    Returns ``(returns, lengths)``, each ``[num_envs]`` on CPU: undiscounted returns of each env's
+    first episode, which ends by termination or the time limit.
+    """
+    n, device = env.num_envs, env.device
+    obs = env.reset(seed)
+    returns = torch.zeros(n, device=device)
+    lengths = torch.zeros(n, dtype=torch.int32, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    for _ in range(env.spec.episode_length):
+        action, _ = agent.act(obs, deterministic=deterministic)
+        res = env.step(action)
+        new = res.done & ~finished
+        returns = torch.where(new, res.episode_return, returns)
+        lengths = torch.where(new, res.episode_length, lengths)
+        finished |= res.done
+        obs = res.obs
+        if bool(finished.all()):
+            break
+    return returns.cpu(), lengths.cpu()
+
+
+def evaluate_agent(agent: Agent, cfg: TrainConfig, episodes: int, deterministic: bool = True,
+                   device: torch.device | str = "cpu", seed: int | None = None) -> torch.Tensor:
+    """Undiscounted returns ``[episodes]`` of ``episodes`` fresh episodes of ``cfg``'s task."""
+    env = make_env(cfg.env, episodes, device=device, backend=cfg.backend, episode_length=cfg.episode_length)
+    try:
+        returns, _ = run_episodes(agent, env, cfg.seed + 10_007 if seed is None else seed, deterministic)
+    finally:
+        env.close()
+    return returns
+
+
+def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, TrainConfig, dict]:
+    """Agent (normalizer included), its config and the raw checkpoint from a run directory."""
+    state = load_checkpoint(find_checkpoint(run_dir), map_location=device)
+    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
+    spec = state["env_spec"]
+    agent = Agent(spec["obs_dim"], spec["act_dim"], spec["action_low"], spec["action_high"])
+    agent.load_state_dict(state["agent"])
+    return agent.to(device).eval(), cfg, state

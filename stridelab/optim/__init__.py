@@ -1,0 +1,5 @@
+"""Optimizers usable in any PyTorch code."""
+
+from stridelab.optim.trpo import TRPO
+
+__all__ = ["TRPO"]

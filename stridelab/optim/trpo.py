@@ -1,0 +1,125 @@
+"""TRPO as a ``torch.optim.Optimizer`` (Schulman et al. 2015, arXiv:1502.05477).
+
+Use it in any PyTorch code: the closure returns the surrogate loss and the mean
+``KL(old || new)``, both computed at the parameters' current values::
+
+    opt = TRPO(policy.parameters(), max_kl=0.01)
+
+    def closure():
+        mean, std = policy(obs)
+        logp = Normal(mean, std).log_prob(actions).sum(-1)
+        loss = -(torch.exp(logp - logp_old) * adv).mean()
+        kl = gaussian_kl(mean_old, std_old, mean, std).mean()
+        return loss, kl
+
+    info = opt.step(closure)   # {'kl': ..., 'accepted': ..., ...}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+
+from stridelab.ops.cg import conjugate_gradient, fisher_vector_product, flat_grad, flat_params, set_flat_params
+
+Closure = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TRPO(torch.optim.Optimizer):
+    """Natural-gradient step with a KL trust region and a backtracking line search.
+
+    ``step(closure)``:
+
+    1. ``g = grad(loss)``; Fisher-vector products ``F v`` as Hessian-vector products of the KL
+       (double backprop) plus ``damping * v``;
+    2. conjugate gradient from ``x0 = 0`` solves ``F s = -g`` in ``cg_iters`` iterations;
+    3. full step ``sqrt(2 max_kl / s'Fs) * s`` (the quadratic model's KL equals ``max_kl``);
+    4. backtracking by ``backtrack_ratio``: the first step whose KL is at most ``max_kl`` and
+       whose loss is lower than before is kept; if none of ``max_backtracks`` passes, the
+       parameters are restored.
+
+    Args:
+        params: any iterable of parameters (or one param group); no matching by names.
+        max_kl: trust-region radius on the mean ``KL(old || new)``.
+        damping: added to the Fisher diagonal, for a well-posed CG solve.
+        cg_iters: conjugate gradient iterations.
+        backtrack_ratio: step shrink factor per line-search step, in ``(0, 1)``.
+        max_backtracks: line-search steps tried (the full step included).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        max_kl: float = 0.01,
+        damping: float = 0.1,
+        cg_iters: int = 10,
+        backtrack_ratio: float = 0.8,
+        max_backtracks: int = 10,
+    ) -> None:
+        if not (math.isfinite(max_kl) and max_kl > 0):
+            raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}")
+        if not (math.isfinite(damping) and damping >= 0):
+            raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+        if not (isinstance(cg_iters, int) and cg_iters > 0):
+            raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
+        if not (0 < backtrack_ratio < 1):
+            raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio!r}")
+        if not (isinstance(max_backtracks, int) and max_backtracks > 0):
+            raise ValueError(f"max_backtracks must be a positive integer, got {max_backtracks!r}")
+        defaults = dict(max_kl=max_kl, damping=damping, cg_iters=cg_iters,
+                        backtrack_ratio=backtrack_ratio, max_backtracks=max_backtracks)
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("TRPO takes one parameter group: the trust region is on the whole policy")
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    def step(self, closure: Closure) -> dict[str, float]:  # type: ignore[override]
+        if closure is None:
+            raise ValueError("TRPO.step needs a closure returning (loss, kl)")
+        group = self.param_groups[0]
+        params = self._params()
+        max_kl = group["max_kl"]
+
+        with torch.enable_grad():
+            loss, kl = closure()
+            g = flat_grad(loss, params, retain_graph=True)
+            fvp = fisher_vector_product(kl, params, group["damping"])
+            x, residual = conjugate_gradient(fvp, g, iters=group["cg_iters"])
+            shs = x.dot(fvp(x))
+        step_dir = -x
+        # Guard the sqrt: a zero gradient (or a non-PD curvature estimate) gives no step.
+        scale = torch.sqrt(2.0 * max_kl / shs) if shs > 0 else torch.zeros_like(shs)
+        full_step = scale * step_dir
+        expected = -g.dot(full_step)
+        loss_before = loss.detach()
+
+        old = flat_params(params)
+        info = {
+            "loss_before": float(loss_before),
+            "expected_improvement": float(expected),
+            "cg_residual": float(residual),
+            "accepted": 0.0,
+            "backtracks": float(group["max_backtracks"]),
+            "kl": 0.0,
+            "loss_after": float(loss_before),
+            "step_norm": 0.0,
+        }
+        if not bool(torch.isfinite(full_step).all()) or scale == 0:
+            return info
+
+        frac = 1.0
+        for i in range(group["max_backtracks"]):
+            set_flat_params(params, old + frac * full_step)
+            with torch.no_grad():
+                new_loss, new_kl = closure()
+            if bool(torch.isfinite(new_loss)) and new_kl <= max_kl and new_loss < loss_before:
+                info.update(accepted=1.0, backtracks=float(i), kl=float(new_kl), loss_after=float(new_loss),
+                            step_norm=float(frac * full_step.norm()))
+                return info
+            frac *= group["backtrack_ratio"]
+        set_flat_params(params, old)
+        return info

@@ -1,0 +1,118 @@
+"""Collect ``T`` steps from ``N`` batched envs, then turn them into a training batch.
+
+Data flow: env.step -> :class:`RolloutStorage` ``[T, N, ...]`` -> :func:`make_batch` (normalizer
+update, old policy and values, GAE) -> :class:`Batch` ``[T * N, ...]`` for the update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from stridelab.envs.base import VecEnv
+from stridelab.models import Agent
+from stridelab.ops import compute_gae, gaussian_log_prob
+
+
+class RolloutStorage:
+    """Preallocated ``[T, N, ...]`` tensors for one rollout."""
+
+    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
+        T, N = num_steps, num_envs
+        kw = {"device": device}
+        self.obs = torch.zeros(T, N, obs_dim, **kw)
+        self.final_obs = torch.zeros(T, N, obs_dim, **kw)
+        self.actions = torch.zeros(T, N, act_dim, **kw)
+        self.rewards = torch.zeros(T, N, **kw)
+        self.terminated = torch.zeros(T, N, dtype=torch.bool, **kw)
+        self.dones = torch.zeros(T, N, dtype=torch.bool, **kw)
+        self.ep_returns = torch.zeros(T, N, **kw)
+        self.ep_lengths = torch.zeros(T, N, dtype=torch.int32, **kw)
+
+    @property
+    def num_steps(self) -> int:
+        return self.obs.shape[0]
+
+    def finished_episodes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns and lengths of the episodes that ended during this rollout (1-D, on CPU)."""
+        mask = self.dones
+        return self.ep_returns[mask].cpu(), self.ep_lengths[mask].cpu()
+
+
+@torch.no_grad()
+def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+    """Run ``T`` steps of the stochastic policy from ``obs [N, obs_dim]``; returns the next obs.
+
+    The normalizer stays frozen during the rollout, so every step sees the same statistics.
+    """
+    for t in range(storage.num_steps):
+        action, u = agent.act(obs)
+        res = env.step(action)
+        storage.obs[t] = obs
+        storage.actions[t] = u
+        storage.rewards[t] = res.reward
+        storage.terminated[t] = res.terminated
+        storage.dones[t] = res.done
+        storage.final_obs[t] = res.final_obs
+        storage.ep_returns[t] = res.episode_return
+        storage.ep_lengths[t] = res.episode_length
+        obs = res.obs
+    return obs
+
+
+@dataclass
+class Batch:
+    """Flattened training batch, ``B = T * N`` samples."""
+
+    obs: torch.Tensor  # [B, obs_dim] raw observations
+    actions: torch.Tensor  # [B, act_dim] unclipped policy samples
+    logp_old: torch.Tensor  # [B]
+    mean_old: torch.Tensor  # [B, act_dim]
+    std_old: torch.Tensor  # [B, act_dim]
+    values_old: torch.Tensor  # [B]
+    advantages: torch.Tensor  # [B]
+    returns: torch.Tensor  # [B]
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def index(self, idx: torch.Tensor) -> Batch:
+        return Batch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+@torch.no_grad()
+def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: float, reward_scale: float = 1.0,
+               update_normalizer: bool = True) -> Batch:
+    """Merge the rollout into the normalizer, then compute the old policy, values and GAE.
+
+    The old policy's log-probs and values are recomputed with the updated normalizer, so the
+    first PPO epoch starts at ratio 1 exactly.
+    """
+    T, N, obs_dim = storage.obs.shape
+    obs = storage.obs.reshape(T * N, obs_dim)
+    if update_normalizer:
+        agent.obs_rms.update(obs)
+    mean, std = agent.dist_params(obs)
+    actions = storage.actions.reshape(T * N, -1)
+    values = agent.get_value(obs)
+    next_values = agent.get_value(storage.final_obs.reshape(T * N, obs_dim))
+    adv, ret = compute_gae(
+        storage.rewards * reward_scale,
+        values.reshape(T, N),
+        next_values.reshape(T, N),
+        storage.terminated,
+        storage.dones,
+        gamma,
+        gae_lambda,
+    )
+    return Batch(
+        obs=obs,
+        actions=actions,
+        logp_old=gaussian_log_prob(mean, std, actions),
+        mean_old=mean,
+        std_old=std,
+        values_old=values,
+        advantages=adv.reshape(-1),
+        returns=ret.reshape(-1),
+    )

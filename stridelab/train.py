@@ -1,0 +1,204 @@
+"""The training loop: Lightning Fabric for devices, seeding and logging; rollout -> update -> logs.
+
+One iteration: collect ``num_steps`` steps from every env (:mod:`stridelab.rollout`), build the
+batch (normalizer, GAE), update (:mod:`stridelab.algos`), log to TensorBoard against env steps,
+and checkpoint every ``checkpoint_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stridelab.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from stridelab.config import ConfigError, TrainConfig, validate
+from stridelab.envs import make_env
+from stridelab.models import Agent
+from stridelab.rollout import RolloutStorage, collect, make_batch
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is usable, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    return device
+
+
+def make_algo(agent: Agent, cfg: TrainConfig) -> Any:
+    if cfg.algo == "ppo":
+        from stridelab.algos.ppo import PPO
+
+        return PPO(agent, cfg)
+    from stridelab.algos.trpo import TRPOAgent
+
+    return TRPOAgent(agent, cfg)
+
+
+def make_agent(cfg: TrainConfig, spec: Any) -> Agent:
+    return Agent(spec.obs_dim, spec.act_dim, spec.action_low, spec.action_high, init_std=cfg.init_std)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _progress_bar(cfg: TrainConfig, initial: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.total_steps, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
+                disable=not cfg.progress, desc=f"{cfg.algo} {cfg.env} s{cfg.seed}")
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
+    """Train per ``cfg``; returns summary numbers (final return, SPS, wall-clock)."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    from lightning.fabric import Fabric
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger = TensorBoardLogger(root_dir=str(run_dir), name="tb", version="")
+    fabric = Fabric(accelerator=device, devices=1, loggers=[logger])
+    fabric.seed_everything(cfg.seed, verbose=False)
+
+    env = make_env(cfg.env, cfg.num_envs, device=fabric.device, backend=cfg.backend, episode_length=cfg.episode_length)
+    agent = make_agent(cfg, env.spec).to(fabric.device)
+    algo = make_algo(agent, cfg)
+
+    global_step, iteration, wall_before = 0, 0, 0.0
+    if resume:
+        state = load_checkpoint(find_checkpoint(run_dir), map_location=fabric.device)
+        agent.load_state_dict(state["agent"])
+        algo.load_state_dict(state["algo"])
+        global_step, iteration = int(state["global_step"]), int(state["iteration"])
+        wall_before = float(state.get("wall_clock", 0.0))
+        _set_rng_state(state["rng"])
+    else:
+        cfg.save(run_dir / "config.json")
+        fabric.log_dict({}, step=0)
+        logger.log_hyperparams({k: (str(v) if v is None else v) for k, v in cfg.to_dict().items()})
+
+    # After a resume the envs restart from fresh states drawn from a seed tied to the iteration.
+    obs = env.reset(cfg.seed + 1_000_003 * iteration)
+    storage = RolloutStorage(cfg.num_steps, cfg.num_envs, env.spec.obs_dim, env.spec.act_dim, fabric.device)
+    recent_returns: deque[float] = deque(maxlen=100)
+    recent_lengths: deque[float] = deque(maxlen=100)
+    start, start_step = time.perf_counter(), global_step
+    first_update_s: float | None = None
+    bar = _progress_bar(cfg, global_step)
+    eval_env = None
+    eval_seconds = 0.0
+    last_eval: dict[str, float] = {}
+
+    def run_eval() -> None:
+        """Deterministic episodes on a separate env; its time is kept out of SPS."""
+        nonlocal eval_env, eval_seconds
+        from stridelab.evaluate import run_episodes
+
+        t = time.perf_counter()
+        if eval_env is None:
+            eval_env = make_env(cfg.env, cfg.eval_episodes, device=fabric.device, backend=cfg.backend,
+                                episode_length=cfg.episode_length)
+        returns, lengths = run_episodes(agent, eval_env, seed=cfg.seed + 10_007 + iteration)
+        last_eval.update({"eval/episodic_return": float(returns.mean()),
+                          "eval/episodic_return_std": float(returns.std(unbiased=False)),
+                          "eval/episodic_length": float(lengths.float().mean())})
+        fabric.log_dict(last_eval, step=global_step)
+        eval_seconds += time.perf_counter() - t
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "agent": agent.state_dict(),
+            "algo": algo.state_dict(),
+            "config": cfg.to_dict(),
+            "env_spec": env.spec.__dict__,
+            "global_step": global_step,
+            "iteration": iteration,
+            "wall_clock": wall_before + time.perf_counter() - start,
+            "rng": _rng_state(),
+            "recent_return": float(np.mean(recent_returns)) if recent_returns else None,
+        }
+
+    try:
+        while iteration < cfg.num_iterations:
+            algo.set_progress(iteration / cfg.num_iterations)
+            t0 = time.perf_counter()
+            obs = collect(env, agent, obs, storage)
+            t_rollout = time.perf_counter() - t0
+            batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale)
+            metrics = algo.update(batch)
+            t_update = time.perf_counter() - t0 - t_rollout
+            if first_update_s is None:
+                first_update_s = time.perf_counter() - start
+            iteration += 1
+            global_step += cfg.batch_size
+
+            ep_ret, ep_len = storage.finished_episodes()
+            recent_returns.extend(ep_ret.tolist())
+            recent_lengths.extend(ep_len.float().tolist())
+            elapsed = time.perf_counter() - start
+            sps = (global_step - start_step) / (elapsed - eval_seconds)
+            metrics.update({
+                "charts/SPS": sps,
+                "charts/learning_rate": algo.learning_rate,
+                "charts/rollout_seconds": t_rollout,
+                "charts/update_seconds": t_update,
+                "charts/update_fraction": t_update / (t_rollout + t_update),
+                "charts/wall_clock": wall_before + elapsed,
+            })
+            if len(ep_ret):
+                metrics["charts/episodic_return"] = float(ep_ret.mean())
+                metrics["charts/episodic_length"] = float(ep_len.float().mean())
+            fabric.log_dict(metrics, step=global_step)
+
+            bar.update(cfg.batch_size)
+            if cfg.eval_episodes and cfg.eval_every and (global_step // cfg.eval_every) > ((global_step - cfg.batch_size) // cfg.eval_every):
+                if iteration < cfg.num_iterations:  # the final evaluation follows the loop
+                    run_eval()
+            bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{np.mean(recent_returns):.0f}" if recent_returns else "-",
+                            eval=f"{last_eval['eval/episodic_return']:.0f}" if last_eval else "-")
+            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.num_iterations:
+                save_checkpoint(run_dir, checkpoint_state(), global_step, cfg.keep_checkpoints)
+        if cfg.eval_episodes > 0:
+            run_eval()
+    finally:
+        bar.close()
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+
+    summary: dict[str, float] = {
+        "global_step": float(global_step),
+        "train/final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
+        "train/final_length": float(np.mean(recent_lengths)) if recent_lengths else float("nan"),
+        "charts/SPS": (global_step - start_step) / max(time.perf_counter() - start - eval_seconds, 1e-9),
+        "time/first_update_s": float(first_update_s or 0.0),
+        "time/wall_clock_s": wall_before + time.perf_counter() - start,
+    }
+    summary.update(last_eval)
+    summary["time/eval_s"] = eval_seconds
+    logger.finalize("success")
+    (run_dir / "summary.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,94 @@
+"""The Brax adapter: shapes, termination vs truncation, final observations, resets, determinism."""
+
+import pytest
+import torch
+
+from stridelab.envs import make_env
+
+N, LIMIT = 16, 30
+HEALTHY_Z = (0.2, 1.0)  # Brax Ant terminates when the torso height leaves this range; obs[0] is z
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = make_env("ant", N, episode_length=LIMIT)
+    yield e
+    e.close()
+
+
+def test_spec_and_shapes(env):
+    assert env.spec.obs_dim == 27 and env.spec.act_dim == 8
+    assert env.spec.dt == pytest.approx(0.05)
+    obs = env.reset(0)
+    assert obs.shape == (N, 27) and obs.dtype == torch.float32
+    res = env.step(torch.zeros(N, 8))
+    assert res.obs.shape == res.final_obs.shape == (N, 27)
+    for t in (res.reward, res.terminated, res.truncated, res.episode_return, res.episode_length):
+        assert t.shape == (N,)
+    assert res.terminated.dtype == res.truncated.dtype == torch.bool
+
+
+def test_time_limit_is_a_truncation_with_the_true_final_observation(env):
+    env.reset(1)
+    rewards = torch.zeros(N)
+    for t in range(LIMIT):
+        res = env.step(torch.zeros(N, 8))  # standing still never terminates
+        rewards += res.reward
+        if t < LIMIT - 1:
+            assert not res.done.any()
+            torch.testing.assert_close(res.obs, res.final_obs)
+    assert res.truncated.all() and not res.terminated.any()
+    assert (res.episode_length == LIMIT).all()
+    torch.testing.assert_close(res.episode_return, rewards, rtol=1e-4, atol=1e-3)
+    # The reset observation is a fresh start, not the state the time limit cut.
+    assert ((res.obs - res.final_obs).abs().sum(1) > 1e-3).all()
+    nxt = env.step(torch.zeros(N, 8))
+    assert not nxt.done.any()
+
+
+def test_falling_over_is_a_termination_and_restarts_from_fresh_random_states(env):
+    env.reset(2)
+    g = torch.Generator().manual_seed(0)
+    returns = torch.zeros(N)
+    seen_terminal = 0
+    for _ in range(LIMIT - 1):
+        res = env.step(torch.randint(0, 2, (N, 8), generator=g).float() * 2 - 1)  # bang-bang flails
+        returns += res.reward
+        assert not res.truncated.any()
+        term = res.terminated
+        if term.any():
+            z = res.final_obs[term, 0]
+            assert ((z < HEALTHY_Z[0]) | (z > HEALTHY_Z[1])).all(), "terminal state must be unhealthy"
+            torch.testing.assert_close(res.episode_return[term], returns[term], rtol=1e-4, atol=1e-3)
+            fresh = res.obs[term]
+            assert ((fresh[:, 0] > HEALTHY_Z[0]) & (fresh[:, 0] < HEALTHY_Z[1])).all()
+            if len(fresh) > 1:  # envs restarted together got different random states
+                assert torch.cdist(fresh, fresh).add(torch.eye(len(fresh)) * 1e9).min() > 1e-4
+            returns[term] = 0.0
+            seen_terminal += int(term.sum())
+    assert seen_terminal > 0
+
+
+def test_reset_is_random_across_envs_and_deterministic_per_seed(env):
+    def trajectory(seed):
+        obs = [env.reset(seed)]
+        g = torch.Generator().manual_seed(1)
+        for _ in range(LIMIT + 5):  # crosses resets
+            obs.append(env.step(torch.rand(N, 8, generator=g) * 2 - 1).obs)
+        return torch.stack(obs)
+
+    a, b, c = trajectory(7), trajectory(7), trajectory(8)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0], c[0])
+    first = a[0]
+    assert torch.cdist(first, first).add(torch.eye(N) * 1e9).min() > 1e-4
+
+
+def test_unknown_env_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown env 'antt'.*did you mean 'ant'.*halfcheetah"):
+        make_env("antt", 4)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown Brax backend 'sprong'"):
+        make_env("ant", 4, backend="sprong")
