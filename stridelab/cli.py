@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
 
+    p_export = sub.add_parser("export", help="export the policy as TorchScript",
+                              description="Write the deterministic policy (normalizer included) as a TorchScript "
+                                          "program: float32 observations [B, obs_dim] in, actions [B, act_dim] out.")
+    p_export.add_argument("run_dir", metavar="RUN_DIR")
+    p_export.add_argument("--out", default=None, help="output file (default RUN_DIR/policy.pt)")
+
     sub.add_parser("envs", help="list the tasks", description="List every task with observation and action sizes.")
     return parser
 
@@ -123,6 +129,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from stridelab.evaluate import load_agent
+    from stridelab.export import export_policy
+
+    agent, cfg, state = load_agent(Path(args.run_dir))
+    out = export_policy(agent, Path(args.out) if args.out else Path(args.run_dir) / "policy.pt")
+    print(f"exported {cfg.algo} policy for {cfg.env} ({state['global_step']:,} steps) to {out}")
+    print(f"use: torch.jit.load({str(out)!r})(obs)  # obs float32 [B, {agent.obs_dim}] -> actions [B, {agent.act_dim}]")
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from stridelab.envs import env_names, make_env
 
@@ -138,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from stridelab.checkpoint import CheckpointError
 
-    handlers = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError, ValueError) as e:

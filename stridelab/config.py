@@ -57,8 +57,9 @@ class TrainConfig:
     cg_iters: int = field(default=10, metadata={"help": "TRPO: conjugate gradient iterations"})
     backtrack_ratio: float = field(default=0.8, metadata={"help": "TRPO: line search shrink factor"})
     max_backtracks: int = field(default=10, metadata={"help": "TRPO: line search steps"})
+    fisher_fraction: float = field(default=0.1, metadata={"help": "TRPO: fraction of the batch used for Fisher-vector products"})
     vf_learning_rate: float = field(default=1e-3, metadata={"help": "TRPO: critic Adam learning rate"})
-    vf_epochs: int = field(default=5, metadata={"help": "TRPO: critic epochs per batch"})
+    vf_epochs: int = field(default=2, metadata={"help": "TRPO: critic epochs per batch"})
     vf_minibatches: int = field(default=16, metadata={"help": "TRPO: critic minibatches per epoch"})
 
     checkpoint_every: int = field(default=10, metadata={"help": "iterations between checkpoints"})
@@ -146,6 +147,8 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value!r}")
+    if not (math.isfinite(cfg.fisher_fraction) and 0.0 < cfg.fisher_fraction <= 1.0):
+        raise ConfigError(f"--fisher-fraction must be in (0, 1], got {cfg.fisher_fraction!r}")
     if not cfg.backtrack_ratio < 1.0:
         raise ConfigError(f"--backtrack-ratio must be in (0, 1), got {cfg.backtrack_ratio!r}")
     if cfg.target_kl is not None and not (math.isfinite(cfg.target_kl) and cfg.target_kl > 0):

@@ -95,9 +95,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         global_step, iteration = int(state["global_step"]), int(state["iteration"])
         wall_before = float(state.get("wall_clock", 0.0))
         _set_rng_state(state["rng"])
-    else:
-        cfg.save(run_dir / "config.json")
-        fabric.log_dict({}, step=0)
+    cfg.save(run_dir / "config.json")  # the config in effect (a resume may extend total_steps)
+    if not resume:
         logger.log_hyperparams({k: (str(v) if v is None else v) for k, v in cfg.to_dict().items()})
 
     # After a resume the envs restart from fresh states drawn from a seed tied to the iteration.
@@ -107,6 +106,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     recent_lengths: deque[float] = deque(maxlen=100)
     start, start_step = time.perf_counter(), global_step
     first_update_s: float | None = None
+    steady_start, steady_eval0 = start, 0.0
+    phase_seconds = {"rollout": 0.0, "batch": 0.0, "update": 0.0}
     bar = _progress_bar(cfg, global_step)
     eval_env = None
     eval_seconds = 0.0
@@ -147,11 +148,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             t0 = time.perf_counter()
             obs = collect(env, agent, obs, storage)
             t_rollout = time.perf_counter() - t0
+            t1 = time.perf_counter()
             batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale)
+            t2 = time.perf_counter()
             metrics = algo.update(batch)
-            t_update = time.perf_counter() - t0 - t_rollout
+            t_batch, t_update = t2 - t1, time.perf_counter() - t2
+            if first_update_s is not None:  # steady state: the first iteration compiles
+                for key, value in (("rollout", t_rollout), ("batch", t_batch), ("update", t_update)):
+                    phase_seconds[key] += value
             if first_update_s is None:
                 first_update_s = time.perf_counter() - start
+                steady_start, steady_eval0 = time.perf_counter(), eval_seconds
             iteration += 1
             global_step += cfg.batch_size
 
@@ -164,8 +171,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                 "charts/SPS": sps,
                 "charts/learning_rate": algo.learning_rate,
                 "charts/rollout_seconds": t_rollout,
+                "charts/batch_seconds": t_batch,
                 "charts/update_seconds": t_update,
-                "charts/update_fraction": t_update / (t_rollout + t_update),
+                "charts/update_fraction": t_update / (t_rollout + t_batch + t_update),
                 "charts/wall_clock": wall_before + elapsed,
             })
             if len(ep_ret):
@@ -195,6 +203,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         "train/final_length": float(np.mean(recent_lengths)) if recent_lengths else float("nan"),
         "charts/SPS": (global_step - start_step) / max(time.perf_counter() - start - eval_seconds, 1e-9),
         "time/first_update_s": float(first_update_s or 0.0),
+        "time/steady_sps": (global_step - start_step - cfg.batch_size)
+        / max(time.perf_counter() - steady_start - (eval_seconds - steady_eval0), 1e-9),
+        **{f"time/{k}_s": v for k, v in phase_seconds.items()},
         "time/wall_clock_s": wall_before + time.perf_counter() - start,
     }
     summary.update(last_eval)

@@ -167,3 +167,38 @@ def test_works_on_a_plain_list_of_tensors_and_rejects_bad_settings():
         TRPO([q.x], max_kl=-1)
     with pytest.raises(ValueError, match="backtrack_ratio"):
         TRPO([q.x], backtrack_ratio=1.5)
+
+
+def _policy_closures(seed, frac):
+    policy, obs, mean_old, std_old, actions, adv = _tiny_problem(seed, torch.float64, obs_dim=4, act_dim=3, batch=128)
+    logp_old = gaussian_log_prob(mean_old, std_old, actions)
+    sub = torch.arange(int(128 * frac))
+
+    def closure():
+        mean, std = policy(obs)
+        loss = -(torch.exp(gaussian_log_prob(mean, std, actions) - logp_old) * adv).mean()
+        return loss, gaussian_kl(mean_old, std_old, mean, std).mean()
+
+    def fisher_closure():
+        mean, std = policy(obs[sub])
+        return gaussian_kl(mean_old[sub], std_old[sub], mean, std).mean()
+
+    return policy, closure, fisher_closure
+
+
+def test_fisher_closure_on_the_whole_batch_gives_the_same_step():
+    p1, c1, f1 = _policy_closures(5, 1.0)
+    p2, c2, _ = _policy_closures(5, 1.0)
+    TRPO(p1.parameters(), max_kl=0.02).step(c1, f1)
+    TRPO(p2.parameters(), max_kl=0.02).step(c2)
+    torch.testing.assert_close(flat_params(list(p1.parameters())), flat_params(list(p2.parameters())))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_subsampled_fisher_still_respects_the_trust_region_on_the_whole_batch(seed):
+    policy, closure, fisher_closure = _policy_closures(seed, 0.25)
+    info = TRPO(policy.parameters(), max_kl=0.01).step(closure, fisher_closure)
+    with torch.no_grad():
+        _, kl = closure()
+    assert kl.item() <= 0.01 + 1e-9
+    assert info["accepted"] == 1.0

@@ -53,7 +53,19 @@ class TRPOAgent:
             kl = gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
             return loss, kl
 
-        info = self.policy_optimizer.step(closure)
+        fisher_closure = None
+        n_fisher = int(len(batch) * self.cfg.fisher_fraction)
+        if n_fisher < len(batch):
+            # Fisher-vector products on a random subsample: the curvature needs far fewer samples
+            # than the gradient (sb3-contrib's sub_sampling_factor; Schulman's modular_rl).
+            idx = torch.randperm(len(batch), device="cpu")[: max(n_fisher, 1)].to(obs_n.device)
+            f_obs, f_mean, f_std = obs_n[idx], batch.mean_old[idx], batch.std_old[idx]
+
+            def fisher_closure() -> torch.Tensor:
+                mean, std = policy(f_obs)
+                return gaussian_kl(f_mean, f_std, mean, std).mean()
+
+        info = self.policy_optimizer.step(closure, fisher_closure)
         with torch.no_grad():
             _, std = policy(obs_n)
             entropy = float(gaussian_entropy(std).mean())

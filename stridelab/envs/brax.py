@@ -30,10 +30,22 @@ from stridelab.envs.base import EnvSpec, StepResult  # noqa: E402
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 
 
-def brax_env_names() -> list[str]:
-    from brax import envs
+def _import_brax_envs() -> Any:
+    """``brax.envs``, imported quietly: MuJoCo's optional warp backend prints to stdout when
+    absent, and Brax warns on every system load that it is no longer maintained."""
+    import contextlib
+    import io
+    import warnings
 
-    return sorted(envs._envs.keys())  # the registry Brax's get_environment reads
+    warnings.filterwarnings("ignore", message="Brax System, piplines and environments", category=UserWarning)
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax import envs
+    return envs
+
+
+def brax_env_names() -> list[str]:
+    # The registry get_environment reads, less "fast", a dummy env for Brax's own tests.
+    return sorted(n for n in _import_brax_envs()._envs if n != "fast")
 
 
 def _jax_to_torch(x: jax.Array, device: torch.device) -> torch.Tensor:
@@ -68,8 +80,7 @@ class BraxVecEnv:
         device: torch.device | str = "cpu",
         **env_kwargs: Any,
     ) -> None:
-        from brax import envs
-
+        envs = _import_brax_envs()
         if backend not in BACKENDS:
             raise ValueError(f"unknown Brax backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self._env = envs.get_environment(name, backend=backend, **env_kwargs)
@@ -92,14 +103,9 @@ class BraxVecEnv:
         self._step_fn = jax.jit(self._step_impl, donate_argnums=0)
 
     def _action_limits(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        sys = getattr(self._env, "sys", None)
+        """Brax envs act in [-1, 1]: those with other actuator ranges (humanoid, pusher,
+        inverted_pendulum) rescale inside ``step``, the others clip in the actuator."""
         n = int(self._env.action_size)
-        try:
-            lo, hi = jnp.asarray(sys.actuator.ctrl_range).T  # [act_dim] each
-            if lo.shape == (n,):
-                return tuple(map(float, lo)), tuple(map(float, hi))
-        except Exception:  # noqa: BLE001 - systems without actuator ranges act in [-1, 1]
-            pass
         return (-1.0,) * n, (1.0,) * n
 
     # --- jitted pure functions -------------------------------------------------------------

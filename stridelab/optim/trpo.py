@@ -77,7 +77,21 @@ class TRPO(torch.optim.Optimizer):
     def _params(self) -> list[torch.Tensor]:
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
 
-    def step(self, closure: Closure) -> dict[str, float]:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, closure: Closure, fisher_closure: Callable[[], torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """One trust-region step.
+
+        Args:
+            closure: returns ``(loss, kl)`` at the current parameters, on the whole batch.
+            fisher_closure: optionally returns the mean KL on a subsample of the batch; the
+                Fisher-vector products then use it (cheaper), while the line search still checks
+                the trust region with ``closure``'s KL on the whole batch.
+
+        Returns:
+            ``kl``, ``loss_before``, ``loss_after``, ``expected_improvement``, ``backtracks``,
+            ``accepted`` (1.0 or 0.0), ``cg_residual``, ``step_norm``.
+        """
         if closure is None:
             raise ValueError("TRPO.step needs a closure returning (loss, kl)")
         group = self.param_groups[0]
@@ -86,8 +100,9 @@ class TRPO(torch.optim.Optimizer):
 
         with torch.enable_grad():
             loss, kl = closure()
-            g = flat_grad(loss, params, retain_graph=True)
-            fvp = fisher_vector_product(kl, params, group["damping"])
+            g = flat_grad(loss, params, retain_graph=fisher_closure is None)
+            fisher_kl = kl if fisher_closure is None else fisher_closure()
+            fvp = fisher_vector_product(fisher_kl, params, group["damping"])
             x, residual = conjugate_gradient(fvp, g, iters=group["cg_iters"])
             shs = x.dot(fvp(x))
         step_dir = -x

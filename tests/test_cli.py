@@ -1,0 +1,107 @@
+"""The CLI end to end, in subprocesses, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.tbread import read_scalars
+
+SMALL = ["--env", "ant", "--num-envs", "32", "--num-steps", "16", "--num-minibatches", "4",
+         "--vf-minibatches", "4", "--eval-episodes", "0", "--no-progress", "--checkpoint-every", "2"]
+
+
+def stridelab(*args, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "stridelab", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "ppo"
+    proc = stridelab("train", "--algo", "ppo", "--total-steps", "3072", "--seed", "3", "--run-dir", str(run), *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, proc
+
+
+def test_train_writes_tensorboard_scalars_config_and_checkpoint(ppo_run):
+    run, proc = ppo_run
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    scalars = read_scalars(str(run))
+    for tag in ["charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+                "losses/approx_kl", "losses/clipfrac", "losses/explained_variance"]:
+        assert tag in scalars, tag
+    assert [s for s, _ in scalars["charts/SPS"]] == [512 * i for i in range(1, 7)]  # against env steps
+    assert "charts/SPS" in proc.stdout
+
+
+def test_eval_of_the_checkpoint_prints_mean_and_std(ppo_run):
+    run, _ = ppo_run
+    proc = stridelab("eval", str(run), "--episodes", "3", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["episodes"] == 3 and len(out["returns"]) == 3
+    assert out["mean"] == pytest.approx(sum(out["returns"]) / 3, rel=1e-5)
+    assert out["global_step"] == 3072
+
+
+def test_export_writes_a_program_that_acts(ppo_run, tmp_path):
+    run, _ = ppo_run
+    out = tmp_path / "policy.pt"
+    proc = stridelab("export", str(run), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import torch
+
+    actions = torch.jit.load(str(out))(torch.zeros(5, 27))
+    assert actions.shape == (5, 8) and bool((actions.abs() <= 1).all())
+
+
+def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
+    run = tmp_path / "trpo"
+    proc = stridelab("train", "--algo", "trpo", "--total-steps", "1024", "--run-dir", str(run), *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scalars = read_scalars(str(run))
+    for tag in ["trpo/kl", "trpo/backtracks", "trpo/accepted", "trpo/cg_residual", "trpo/step_norm",
+                "losses/value_loss", "charts/SPS"]:
+        assert tag in scalars, tag
+    assert all(v <= 0.01 + 1e-6 for _, v in scalars["trpo/kl"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--env", "antt"], "unknown env 'antt'"),
+    (["train", "--algo", "a2c"], "unknown algo 'a2c'"),
+    (["train", "--num-envs", "0"], "--num-envs must be a positive integer"),
+    (["train", "--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (["train", "--num-envs", "10", "--num-steps", "3", "--num-minibatches", "4"], "does not divide"),
+    (["train", "--learning-rate", "nan"], "expected a finite number"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'"),
+    (["eval", "/nonexistent/run"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, needle):
+    proc = stridelab(*args, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warp" not in ln and "Warning" not in ln
+             and "warnings.warn" not in ln]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
+    run = tmp_path / "resumed"
+    first = stridelab("train", "--algo", "ppo", "--total-steps", "1024", "--run-dir", str(run), *SMALL)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = stridelab("train", "--resume", str(run), "--total-steps", "2048", "--no-progress")
+    assert second.returncode == 0, second.stderr[-3000:]
+    steps = [s for s, _ in read_scalars(str(run))["charts/SPS"]]
+    assert steps == [512, 1024, 1536, 2048]
+    import torch
+
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2048 and state["iteration"] == 4
+    assert state["config"]["total_steps"] == 2048
