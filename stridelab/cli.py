@@ -102,7 +102,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     validate(cfg)
     check_env_name(cfg.env)
     resolve_device(cfg.device)
-    summary = train(cfg, resume=bool(args.resume))
+    from stridelab.train import TrainingInterrupted
+
+    try:
+        summary = train(cfg, resume=bool(args.resume))
+    except TrainingInterrupted as e:
+        print(f"stridelab train: {e}", file=sys.stderr)
+        print(f"continue with: stridelab train --resume {cfg.run_dir}", file=sys.stderr)
+        return 128 + e.signum
     print(f"run dir: {cfg.run_dir}")
     for key, value in summary.items():
         print(f"{key}: {value:.4g}")

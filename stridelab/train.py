@@ -8,8 +8,12 @@ and checkpoint every ``checkpoint_every`` iterations.
 from __future__ import annotations
 
 import random
+import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,35 @@ from stridelab.config import ConfigError, TrainConfig, validate
 from stridelab.envs import make_env
 from stridelab.models import Agent
 from stridelab.rollout import RolloutStorage, collect, make_batch
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written before stopping."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint written to {checkpoint}")
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[dict[str, int | None]]:
+    """SIGINT/SIGTERM set a flag the loop checks after each iteration; a second one aborts."""
+    flag: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["signum"] is not None:
+            raise KeyboardInterrupt
+        flag["signum"] = signum
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def resolve_device(device: str) -> str:
@@ -142,6 +175,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             "recent_return": float(np.mean(recent_returns)) if recent_returns else None,
         }
 
+    signals = ExitStack()
+    stop = signals.enter_context(_stop_on_signals())
     try:
         while iteration < cfg.num_iterations:
             algo.set_progress(iteration / cfg.num_iterations)
@@ -187,11 +222,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                     run_eval()
             bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{np.mean(recent_returns):.0f}" if recent_returns else "-",
                             eval=f"{last_eval['eval/episodic_return']:.0f}" if last_eval else "-")
-            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.num_iterations:
-                save_checkpoint(run_dir, checkpoint_state(), global_step, cfg.keep_checkpoints)
+            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.num_iterations or stop["signum"]:
+                path = save_checkpoint(run_dir, checkpoint_state(), global_step, cfg.keep_checkpoints)
+                if stop["signum"]:
+                    logger.finalize("interrupted")
+                    raise TrainingInterrupted(stop["signum"], path)
         if cfg.eval_episodes > 0:
             run_eval()
     finally:
+        signals.close()
         bar.close()
         env.close()
         if eval_env is not None:

@@ -105,3 +105,26 @@ def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2048 and state["iteration"] == 4
     assert state["config"]["total_steps"] == 2048
+
+
+def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "stridelab", "train", "--total-steps", "10000000",
+                             "--run-dir", str(run), "--checkpoint-every", "1000", *SMALL],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "tb").exists() or not list((run / "tb").glob("events*")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.5)
+    time.sleep(3)  # inside the training loop now
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "--resume" in err
+    import torch
+
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] > 0 and state["global_step"] % 512 == 0
