@@ -14,12 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job. Until `stridelab compare` lands: PPO on Brax Ant with its default budget, then
-# a deterministic evaluation of the trained policy.
+# The main job: TRPO vs PPO on Brax Ant, 3 seeds each, 1.5M steps per run (about 13 minutes on
+# a 2-core CPU), then the report, videos of the best policies and TensorBoard logs in runs/demo.
+# Started again after an interruption, it continues where it stopped.
 demo: $(STAMP)
-	$(BIN)/stridelab train --algo ppo --env ant --run-dir runs/demo/ppo_s1
-	$(BIN)/stridelab eval runs/demo/ppo_s1 --episodes 16
-	@echo "TensorBoard: $(BIN)/tensorboard --logdir runs/demo"
+	$(BIN)/stridelab compare --env ant --algos trpo ppo --seeds 3 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

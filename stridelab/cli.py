@@ -78,6 +78,35 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("run_dir", metavar="RUN_DIR")
     p_export.add_argument("--out", default=None, help="output file (default RUN_DIR/policy.pt)")
 
+    p_video = sub.add_parser("video", help="render the policy walking (MP4, GIF or Brax HTML viewer)",
+                             description="Record one episode of the deterministic policy and render it headless.")
+    p_video.add_argument("run_dir", metavar="RUN_DIR")
+    p_video.add_argument("--out", default=None, help="walk.mp4, walk.gif or walk.html (default RUN_DIR/walk.mp4)")
+    p_video.add_argument("--steps", type=_number(int), default=300, help="at most this many env steps (default 300)")
+    p_video.add_argument("--width", type=_number(int), default=320)
+    p_video.add_argument("--height", type=_number(int), default=240)
+    p_video.add_argument("--seed", type=_number(int), default=0)
+
+    p_cmp = sub.add_parser("compare", help="train every (algorithm, seed) on one task and write the report",
+                           description="Train every (algorithm, seed) with the same budget, then write the report. "
+                                       "Started again, it skips finished runs and resumes interrupted ones. Other "
+                                       "training flags (e.g. --num-envs) are passed to every run.")
+    p_cmp.add_argument("--env", default="ant", help="task (default ant)")
+    p_cmp.add_argument("--algos", nargs="+", default=["trpo", "ppo"], help="algorithms (default trpo ppo)")
+    p_cmp.add_argument("--seeds", type=_number(int), default=3, help="seeds per algorithm: 1..N (default 3)")
+    p_cmp.add_argument("--total-steps", type=_number(int), default=1_500_000,
+                       help="env steps per run, the same for every algorithm (default 1,500,000: "
+                            "about 13 minutes for 2 x 3 runs on Ant on a 2-core CPU)")
+    p_cmp.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    p_cmp.add_argument("--jobs", type=_number(int), default=None,
+                       help="runs at once (default: one per core on CPU, pinned; one with a CUDA GPU)")
+    p_cmp.add_argument("--video-steps", type=_number(int), default=200, help="steps in each best-policy video (0: none)")
+
+    p_rep = sub.add_parser("report", help="write report.md and report.html for a compare directory",
+                           description="Learning curves with 95% CIs, IQM, probability of improvement, speed, "
+                                       "hyperparameters and videos.")
+    p_rep.add_argument("out", metavar="DIR")
+
     sub.add_parser("envs", help="list the tasks", description="List every task with observation and action sizes.")
     return parser
 
@@ -147,6 +176,98 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from stridelab.evaluate import load_agent
+    from stridelab.render import FORMATS, make_video
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "walk.mp4"
+    if out.suffix not in FORMATS:
+        raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
+    for name in ("steps", "width", "height"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    agent, cfg, _ = load_agent(Path(args.run_dir))
+    path, traj, frames = make_video(agent, cfg, out, max_steps=args.steps, seed=args.seed,
+                                    width=args.width, height=args.height)
+    print(f"wrote {path}: {frames} frames at {1 / traj.dt:g} fps (real time), episode return {traj.episode_return:.1f}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from stridelab.compare import default_jobs, plan_runs, render_best, run_grid
+    from stridelab.config import ALGOS, build_config, validate
+    from stridelab.envs import check_env_name
+
+    for algo in args.algos:
+        if algo not in ALGOS:
+            raise ConfigError(f"unknown algo {algo!r}; choose from {', '.join(ALGOS)}")
+    if len(set(args.algos)) != len(args.algos):
+        raise ConfigError(f"--algos lists an algorithm twice: {' '.join(args.algos)}")
+    for name in ("seeds", "total_steps"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.jobs is not None and args.jobs <= 0:
+        raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.video_steps < 0:
+        raise ConfigError(f"--video-steps must be >= 0, got {args.video_steps}")
+    check_env_name(args.env)
+    # Validate the pass-through training flags once, for every algorithm, before any run starts.
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[attr-defined]
+    train_parser.prog = "stridelab compare"
+    ns = train_parser.parse_args(extra)
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
+    for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
+        if forbidden in given:
+            raise ConfigError(f"--{forbidden.replace('_', '-')} is set by compare itself; remove it from the extra flags")
+    for algo in args.algos:
+        validate(build_config({**given, "algo": algo, "env": args.env, "total_steps": args.total_steps}))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps({"env": args.env, "algos": args.algos, "seeds": args.seeds,
+                                                  "total_steps": args.total_steps, "extra": extra}, indent=2) + "\n")
+    specs = plan_runs(out, args.algos, args.seeds)
+    jobs = args.jobs or default_jobs()
+    print(f"[compare] {len(specs)} runs ({', '.join(args.algos)} x {args.seeds} seeds) of {args.total_steps:,} steps "
+          f"on {args.env}, {jobs} at a time, into {out}", flush=True)
+    try:
+        failed = run_grid(specs, args.env, args.total_steps, extra, jobs)
+    except KeyboardInterrupt:
+        print(f"[compare] interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    if failed:
+        raise ConfigError(f"{len(failed)} run(s) failed: {', '.join(s.name for s in failed)}; see their logs in {out}")
+    if args.video_steps:
+        render_best(out, specs, steps=args.video_steps)
+    return _write_report(out)
+
+
+def _write_report(out: Path) -> int:
+    from stridelab.report import build_report
+
+    result = build_report(out)
+    for algo, s in result.items():
+        if algo != "p_trpo_beats_ppo":
+            print(f"{algo.upper():>5}: IQM {s['iqm']:.0f} [{s['iqm_ci'][0]:.0f}, {s['iqm_ci'][1]:.0f}], "
+                  f"mean {s['mean']:.0f} +- {s['std']:.0f} over {len(s['returns'])} runs")
+    if "p_trpo_beats_ppo" in result:
+        p = result["p_trpo_beats_ppo"]
+        print(f"P(TRPO beats PPO) = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
+    print(f"report:      {out / 'report.html'} (self-contained) and {out / 'report.md'}")
+    media = out / "media"
+    if media.is_dir():
+        print(f"videos:      {', '.join(str(p) for p in sorted(media.glob('*.mp4')))}")
+    print(f"TensorBoard: tensorboard --logdir {out}   (then open http://localhost:6006)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigError(f"directory {str(out)!r} does not exist")
+    return _write_report(out)
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from stridelab.envs import env_names, make_env
 
@@ -157,12 +278,34 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pin_cpus() -> None:
+    """``STRIDELAB_CPUS=0,1`` pins this process to those cores, before JAX and torch start
+    their thread pools (``compare`` runs one training per core this way)."""
+    cpus = os.environ.get("STRIDELAB_CPUS")
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+        except (ValueError, OSError) as e:
+            print(f"stridelab: ignoring STRIDELAB_CPUS={cpus!r} ({e})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    _pin_cpus()
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "compare":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from stridelab.checkpoint import CheckpointError
 
-    handlers = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs}
+    if args.command == "compare":
+        try:
+            return cmd_compare(args, extra)
+        except (ConfigError, ValueError) as e:
+            print(f"stridelab compare: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    handlers = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "video": cmd_video,
+                "report": cmd_report, "envs": cmd_envs}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError, ValueError) as e:

@@ -128,3 +128,18 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
 
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] > 0 and state["global_step"] % 512 == 0
+
+
+def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--env", "ant", "--algos", "ppo", "--seeds", "1", "--total-steps", "1024",
+            "--out", str(out), "--video-steps", "0", "--num-envs", "32", "--num-minibatches", "4",
+            "--eval-episodes", "2", "--eval-every", "0"]
+    first = stridelab(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (out / "ppo_s1" / "summary.json").is_file() and (out / "report.html").is_file()
+    mtime = (out / "ppo_s1" / "summary.json").stat().st_mtime
+    second = stridelab(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "ppo_s1: finished earlier, skipped" in second.stdout
+    assert (out / "ppo_s1" / "summary.json").stat().st_mtime == mtime

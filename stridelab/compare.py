@@ -1,0 +1,158 @@
+"""``stridelab compare``: train every (algorithm, seed) on one task, then write the report.
+
+Layout, one TensorBoard logdir for everything (``tensorboard --logdir DIR``)::
+
+    DIR/compare.json            the grid and budget
+    DIR/<algo>_s<seed>/         one run directory each (config.json, tb/, checkpoints/, summary.json)
+    DIR/media/                  videos of each algorithm's best policy
+    DIR/report.md, report.html  the comparison
+
+A run with a ``summary.json`` is finished and skipped; one with a checkpoint is resumed; the rest
+start fresh. So an interrupted ``compare`` continues when started again with the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stridelab.checkpoint import CKPT_DIR
+
+
+@dataclass
+class RunSpec:
+    algo: str
+    seed: int
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def status(self) -> str:
+        if (self.run_dir / "summary.json").is_file():
+            return "done"
+        if (self.run_dir / CKPT_DIR / "last.ckpt").is_file():
+            return "partial"
+        return "new"
+
+
+def plan_runs(out: Path, algos: list[str], seeds: int) -> list[RunSpec]:
+    return [RunSpec(algo, seed, out / f"{algo}_s{seed}") for algo in algos for seed in range(1, seeds + 1)]
+
+
+def available_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def default_jobs() -> int:
+    """One run per core on CPU; one at a time when a CUDA GPU does the work.
+
+    On CPU a run's physics dispatch and update are largely serial: two runs pinned to one core
+    each train 1.7x faster together than one run spread over both (docs/benchmarks.md).
+    """
+    import torch
+
+    return 1 if torch.cuda.is_available() else len(available_cpus())
+
+
+def _command(spec: RunSpec, env: str, total_steps: int | None, extra: list[str], progress: bool) -> list[str]:
+    base = [sys.executable, "-m", "stridelab", "train"]
+    flags = ["--progress" if progress else "--no-progress"]
+    if total_steps is not None:
+        flags += ["--total-steps", str(total_steps)]
+    if spec.status() == "partial":
+        return base + ["--resume", str(spec.run_dir), *flags]
+    return base + ["--algo", spec.algo, "--env", env, "--seed", str(spec.seed), "--run-dir", str(spec.run_dir),
+                   *flags, *extra]
+
+
+def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: list[str], jobs: int) -> list[RunSpec]:
+    """Train the unfinished runs, ``jobs`` at a time; returns the runs that failed."""
+    todo = [s for s in specs if s.status() != "done"]
+    for s in specs:
+        if s.status() == "done":
+            print(f"[compare] {s.name}: finished earlier, skipped")
+    running: list[tuple[RunSpec, subprocess.Popen]] = []
+    failed: list[RunSpec] = []
+    cpus = available_cpus()
+    pin = jobs > 1 and jobs <= len(cpus)
+    free = [tuple(cpus[i::jobs]) for i in range(jobs)] if pin else []
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                spec = todo.pop(0)
+                verb = "resuming" if spec.status() == "partial" else "training"
+                print(f"[compare] {verb} {spec.name}", flush=True)
+                spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                log = open(spec.run_dir.parent / f".{spec.name}.log", "a")  # noqa: SIM115 - closed with the run
+                child_env = dict(os.environ)
+                cores: tuple[int, ...] = ()
+                if pin:  # one core and one torch thread per run (read by stridelab.cli.main)
+                    cores = free.pop(0)
+                    child_env.update(STRIDELAB_CPUS=",".join(map(str, cores)), OMP_NUM_THREADS=str(len(cores)))
+                proc = subprocess.Popen(_command(spec, env, total_steps, extra, progress=jobs == 1),
+                                        stdout=log, stderr=None if jobs == 1 else log, env=child_env)
+                proc.log = log  # type: ignore[attr-defined]
+                proc.cores = cores  # type: ignore[attr-defined]
+                running.append((spec, proc))
+            time.sleep(0.5)
+            for spec, proc in list(running):
+                if proc.poll() is None:
+                    continue
+                running.remove((spec, proc))
+                proc.log.close()  # type: ignore[attr-defined]
+                if pin:
+                    free.append(proc.cores)  # type: ignore[attr-defined]
+                if proc.returncode == 0:
+                    summary = json.loads((spec.run_dir / "summary.json").read_text())
+                    print(f"[compare] {spec.name} finished: eval return {summary.get('eval/episodic_return', float('nan')):.0f}, "
+                          f"{summary['charts/SPS']:,.0f} steps/s", flush=True)
+                else:
+                    failed.append(spec)
+                    print(f"[compare] {spec.name} failed (exit {proc.returncode}); log: "
+                          f"{spec.run_dir.parent / f'.{spec.name}.log'}", flush=True)
+    except KeyboardInterrupt:
+        for _, proc in running:  # children got the same SIGINT and are writing checkpoints
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+        raise
+    return failed
+
+
+def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, dict[str, str]]:
+    """GIF and MP4 of each algorithm's best seed (by final evaluation return)."""
+    from PIL import Image
+
+    from stridelab.evaluate import load_agent
+    from stridelab.render import record_episode, render_frames, write_video
+
+    media: dict[str, dict[str, str]] = {}
+    for algo in dict.fromkeys(s.algo for s in specs):
+        done = [s for s in specs if s.algo == algo and s.status() == "done"]
+        if not done:
+            continue
+        def score(s: RunSpec) -> float:
+            value = json.loads((s.run_dir / "summary.json").read_text()).get("eval/episodic_return")
+            return float("-inf") if value is None else float(value)
+        best = max(done, key=score)
+        agent, cfg, _ = load_agent(best.run_dir)
+        traj = record_episode(agent, cfg, steps)
+        frames = render_frames(traj)  # rendered once: MP4 at full size, GIF (for the report) smaller
+        mp4 = write_video(frames, out / "media" / f"{algo}.mp4", fps=1.0 / traj.dt)
+        small = [np.asarray(Image.fromarray(f).resize((240, 180), Image.Resampling.BILINEAR)) for f in frames]
+        gif = write_video(small, out / "media" / f"{algo}.gif", fps=1.0 / traj.dt)
+        media[algo] = {"run": best.name, "gif": str(gif.relative_to(out)), "mp4": str(mp4.relative_to(out))}
+        print(f"[compare] {algo}: best run {best.name}, video {mp4}", flush=True)
+    (out / "media" / "media.json").write_text(json.dumps(media, indent=2) + "\n")
+    return media

@@ -1,0 +1,126 @@
+"""Watch a policy: MP4 or GIF rendered headless with MuJoCo, or Brax's interactive HTML viewer.
+
+Rendering needs no display server: MuJoCo's renderer runs on EGL (Mesa's software rasterizer on
+a machine without a GPU). ``MUJOCO_GL`` is set to ``egl`` on Linux unless already set (before
+MuJoCo is first imported, see :mod:`stridelab`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stridelab.config import TrainConfig
+from stridelab.models import Agent
+
+FORMATS = (".mp4", ".gif", ".html")
+
+
+@dataclass
+class Trajectory:
+    """One episode's physics states (unbatched Brax pipeline states) and its return."""
+
+    states: list[Any]
+    episode_return: float
+    dt: float
+    sys: Any
+
+
+@torch.no_grad()
+def record_episode(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int = 0,
+                   deterministic: bool = True) -> Trajectory:
+    """Run one episode (at most ``max_steps`` steps) of the policy and keep every physics state."""
+    import jax
+
+    from stridelab.envs import make_env
+
+    env = make_env(cfg.env, 1, backend=cfg.backend, episode_length=cfg.episode_length)
+    take_first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
+    obs = env.reset(seed)
+    states = [take_first(env.pipeline_states)]
+    total = 0.0
+    for _ in range(max_steps):
+        action, _ = agent.act(obs, deterministic=deterministic)
+        res = env.step(action)
+        total += float(res.reward[0])
+        if bool(res.done[0]):  # the env has already restarted; the fall itself is the last frame kept
+            break
+        states.append(take_first(env.pipeline_states))
+        obs = res.obs
+    sys = env.brax_env.sys
+    env.close()
+    return Trajectory(states, total, env.spec.dt, sys)
+
+
+def render_frames(traj: Trajectory, width: int = 320, height: int = 240) -> list[np.ndarray]:
+    """RGB frames ``[H, W, 3]`` uint8, the camera tracking the robot's main body."""
+    import mujoco
+
+    model = traj.sys.mj_model
+    data = mujoco.MjData(model)
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    camera.trackbodyid = 1 if model.nbody > 1 else 0
+    camera.distance = 3.5  # metres: the whole robot in view (the model extent includes the floor)
+    camera.elevation = -25.0
+    camera.azimuth = 90.0
+    frames = []
+    with mujoco.Renderer(model, height=height, width=width) as renderer:
+        for state in traj.states:
+            data.qpos[:] = np.asarray(state.q)
+            data.qvel[:] = np.asarray(state.qd)
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera=camera)
+            frames.append(renderer.render().copy())
+    return frames
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
+    """MP4 (H.264 through imageio-ffmpeg) or GIF (Pillow), played at ``fps``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
+    else:
+        import warnings
+
+        import imageio.v2 as imageio
+
+        # imageio-ffmpeg starts ffmpeg with fork+exec; Python warns about forking a process that
+        # runs JAX threads, but the child execs ffmpeg at once and never touches them.
+        warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
+        with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=8,
+                                ffmpeg_log_level="error") as writer:
+            for f in frames:
+                writer.append_data(f)
+    return path
+
+
+def write_html(traj: Trajectory, path: Path) -> Path:
+    """Brax's interactive three.js viewer, one self-contained page."""
+    from brax.io import html
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html.render(traj.sys, traj.states))
+    return path
+
+
+def make_video(agent: Agent, cfg: TrainConfig, out: Path, max_steps: int = 300, seed: int = 0,
+               width: int = 320, height: int = 240, deterministic: bool = True) -> tuple[Path, Trajectory, int]:
+    """Record an episode and write it to ``out`` (.mp4, .gif or .html); returns the frame count."""
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ValueError(f"unknown video format {out.suffix or out.name!r}; use one of {', '.join(FORMATS)}")
+    traj = record_episode(agent, cfg, max_steps, seed=seed, deterministic=deterministic)
+    if out.suffix == ".html":
+        return write_html(traj, out), traj, len(traj.states)
+    frames = render_frames(traj, width, height)
+    return write_video(frames, out, fps=1.0 / traj.dt), traj, len(frames)

@@ -1,0 +1,377 @@
+"""``stridelab report DIR``: learning curves with confidence bands, final-performance statistics,
+speed, hyperparameters and videos, as ``report.md`` (with PNGs beside it) and a self-contained
+``report.html`` (images embedded).
+
+Statistics follow Agarwal et al. 2021 ("Deep RL at the Edge of the Statistical Precipice"):
+interquartile mean (IQM), percentile bootstrap confidence intervals over seeds (with one task
+the stratified bootstrap is the plain bootstrap over runs), and the probability of improvement
+``P(X > Y)`` between two algorithms. Bootstraps use ``scipy.stats.bootstrap``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+N_RESAMPLES = 5000
+COLORS = {"ppo": "#1f77b4", "trpo": "#d62728"}
+
+
+# --------------------------------------------------------------------------------------------
+# statistics (pure numpy/scipy, tested on synthetic data)
+
+
+def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Interquartile mean: the mean of the middle 50% (25% trimmed from each end)."""
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+def bootstrap_ci(samples: np.ndarray, statistic: Any = np.mean, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``statistic`` over ``samples`` (1-D). One sample: ``(x, x)``."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if len(samples) == 0:
+        return math.nan, math.nan
+    if len(samples) == 1 or np.all(samples == samples[0]):
+        v = float(statistic(samples))
+        return v, v
+    res = stats.bootstrap((samples,), lambda x, axis: statistic(x, axis=axis), vectorized=True,
+                          confidence_level=CONFIDENCE, n_resamples=N_RESAMPLES, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``P(X > Y) + 0.5 P(X = Y)`` over all pairs of runs (the Mann-Whitney U statistic / nm)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    xe, ye = np.expand_dims(x, axis - 1 if axis < 0 else axis + 1), np.expand_dims(y, axis)
+    gt = (xe > ye).astype(np.float64) + 0.5 * (xe == ye)
+    return gt.mean(axis=(axis, axis - 1) if axis < 0 else (axis, axis + 1))
+
+
+def probability_of_improvement_ci(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or len(y) < 2:
+        v = float(probability_of_improvement(x, y))
+        return v, v
+    res = stats.bootstrap((x, y), lambda a, b, axis: probability_of_improvement(a, b, axis=axis), vectorized=True,
+                          paired=False, confidence_level=CONFIDENCE, n_resamples=N_RESAMPLES,
+                          method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def band(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds and its bootstrap CI at every point: ``values [seeds, points]``."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean(0)
+    if values.shape[0] < 2:
+        return mean, mean.copy(), mean.copy()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.shape[0], size=(N_RESAMPLES, values.shape[0]))
+    boot = values[idx].mean(1)  # [resamples, points]
+    alpha = (1 - CONFIDENCE) / 2
+    return mean, np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# loading runs
+
+
+@dataclass
+class RunData:
+    name: str
+    algo: str
+    seed: int
+    env: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        pts = self.scalars.get(tag, [])
+        return np.array([p[0] for p in pts], dtype=np.float64), np.array([p[1] for p in pts], dtype=np.float64)
+
+    @property
+    def final_return(self) -> float:
+        if self.summary.get("eval/episodic_return") is not None:
+            return float(self.summary["eval/episodic_return"])
+        steps, vals = self.series("eval/episodic_return")
+        if len(vals):
+            return float(vals[-1])
+        return float(self.summary.get("train/final_return", math.nan))
+
+    def wall_clock_at(self, steps: np.ndarray) -> np.ndarray:
+        s, w = self.series("charts/wall_clock")
+        return np.interp(steps, s, w) if len(s) else np.full_like(steps, math.nan)
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, dict[int, float]] = {}
+    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            for e in acc.Scalars(tag):
+                out.setdefault(tag, {})[e.step] = e.value  # a resumed run may repeat a step
+    return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def load_runs(out: Path) -> list[RunData]:
+    runs = []
+    for d in sorted(p for p in Path(out).iterdir() if p.is_dir() and (p / "config.json").is_file()):
+        config = json.loads((d / "config.json").read_text())
+        summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+        runs.append(RunData(d.name, config["algo"], int(config["seed"]), config["env"], config, summary, read_scalars(d)))
+    return runs
+
+
+def group(runs: list[RunData]) -> dict[str, list[RunData]]:
+    groups: dict[str, list[RunData]] = {}
+    for r in sorted(runs, key=lambda r: (r.algo, r.seed)):
+        groups.setdefault(r.algo, []).append(r)
+    return groups
+
+
+def aligned(runs: list[RunData], tag: str, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's ``tag`` interpolated onto a common step grid up to the shortest run: ``[runs, points]``."""
+    series = [r.series(tag) for r in runs]
+    series = [(s, v) for s, v in series if len(s)]
+    if not series:
+        return np.zeros(0), np.zeros((0, 0))
+    end = min(s[-1] for s, _ in series)
+    start = max(s[0] for s, _ in series)
+    grid = np.linspace(start, end, points) if end > start else np.array([end])
+    return grid, np.stack([np.interp(grid, s, v) for s, v in series])
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for algo, runs in groups.items():
+        color = COLORS.get(algo)
+        grid, vals = aligned(runs, tag)
+        if not len(grid):
+            continue
+        mean, lo, hi = band(vals)
+        minutes = np.mean([r.wall_clock_at(grid) for r in runs], axis=0) / 60.0
+        label = f"{algo.upper()} (mean of {len(runs)} seeds, 95% CI)"
+        for ax, x in ((axes[0], grid / 1e6), (axes[1], minutes)):
+            line, = ax.plot(x, mean, color=color, lw=2, label=label)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            for r in runs:
+                s, v = r.series(tag)
+                xs = s / 1e6 if ax is axes[0] else r.wall_clock_at(s) / 60.0
+                ax.plot(xs, v, color=line.get_color(), lw=0.6, alpha=0.35)
+    axes[0].set_xlabel("env steps (millions)")
+    axes[1].set_xlabel("wall-clock (minutes, mean over seeds)")
+    for ax in axes:
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="upper left", fontsize=9)
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+    env = next(iter(groups.values()))[0].env
+    fig.suptitle(f"{env}: {ylabel} (thin lines: single seeds)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_final(groups: dict[str, list[RunData]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.7 * len(groups)), constrained_layout=True)
+    for i, (algo, runs) in enumerate(groups.items()):
+        x = np.array([r.final_return for r in runs])
+        color = COLORS.get(algo, f"C{i}")
+        lo, hi = bootstrap_ci(x, iqm)
+        ax.plot([lo, hi], [i, i], color=color, lw=6, alpha=0.35, solid_capstyle="butt")
+        ax.plot([iqm(x)], [i], "|", color=color, ms=22, mew=3, label=f"{algo.upper()} IQM")
+        ax.plot(x, np.full_like(x, i) + 0.18, "o", color=color, ms=5, alpha=0.8)
+    ax.set_yticks(range(len(groups)), [a.upper() for a in groups])
+    ax.set_ylim(-0.6, len(groups) - 0.4)
+    ax.set_xlabel("final evaluation return (bar: IQM with 95% bootstrap CI; dots: seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+
+
+def _fmt(x: float, digits: int = 0) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+HYPERPARAMETERS = ["total_steps", "num_envs", "num_steps", "episode_length", "backend", "gamma", "gae_lambda",
+                   "init_std", "reward_scale", "norm_adv", "learning_rate", "anneal_lr", "update_epochs",
+                   "num_minibatches", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "max_kl",
+                   "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
+                   "vf_learning_rate", "vf_epochs", "vf_minibatches", "eval_every", "eval_episodes"]
+ALGO_ONLY = {"ppo": {"learning_rate", "anneal_lr", "update_epochs", "num_minibatches", "clip_coef", "ent_coef",
+                     "vf_coef", "target_kl"},
+             "trpo": {"max_kl", "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
+                      "vf_learning_rate", "vf_epochs", "vf_minibatches"}}
+
+
+def build_report(out: Path) -> dict[str, Any]:
+    """Compute everything and write report.md, report.html and the figures into ``out``."""
+    out = Path(out)
+    runs = load_runs(out)
+    if not runs:
+        raise ValueError(f"no runs found in {str(out)!r} (expected <algo>_s<seed>/config.json folders)")
+    groups = group(runs)
+    env = runs[0].env
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    images = {
+        "eval": plot_curves(groups, figs / "eval_return.png", "eval/episodic_return", "evaluation return"),
+        "train": plot_curves(groups, figs / "train_return.png", "charts/episodic_return", "training episode return"),
+        "final": plot_final(groups, figs / "final_return.png"),
+    }
+    media_file = out / "media" / "media.json"
+    media = json.loads(media_file.read_text()) if media_file.is_file() else {}
+
+    final_rows, stats_out = [], {}
+    for algo, rs in groups.items():
+        x = np.array([r.final_return for r in rs])
+        ci_iqm, ci_mean = bootstrap_ci(x, iqm), bootstrap_ci(x, np.mean)
+        stats_out[algo] = {"returns": x.tolist(), "iqm": float(iqm(x)), "iqm_ci": ci_iqm, "mean": float(x.mean()),
+                           "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "mean_ci": ci_mean}
+        s = stats_out[algo]
+        final_rows.append([algo.upper(), str(len(rs)), f"{_fmt(s['iqm'])} [{_fmt(ci_iqm[0])}, {_fmt(ci_iqm[1])}]",
+                           f"{_fmt(s['mean'])} +- {_fmt(s['std'])}", f"[{_fmt(ci_mean[0])}, {_fmt(ci_mean[1])}]",
+                           ", ".join(_fmt(v) for v in x)])
+    algos = list(groups)
+    poi_text = ""
+    if "trpo" in groups and "ppo" in groups:
+        a, b = np.array([r.final_return for r in groups["trpo"]]), np.array([r.final_return for r in groups["ppo"]])
+        p, (lo, hi) = float(probability_of_improvement(a, b)), probability_of_improvement_ci(a, b)
+        stats_out["p_trpo_beats_ppo"] = {"p": p, "ci": (lo, hi)}
+        poi_text = (f"Probability that TRPO beats PPO (a random TRPO seed's final return above a random PPO "
+                    f"seed's): **{p:.2f}** (95% CI [{lo:.2f}, {hi:.2f}]).")
+
+    speed_rows = []
+    for algo, rs in groups.items():
+        sps = [r.summary.get("charts/SPS", math.nan) for r in rs]
+        wall = [r.summary.get("time/wall_clock_s", math.nan) for r in rs]
+        steps = [r.summary.get("global_step", math.nan) for r in rs]
+        speed_rows.append([algo.upper(), _fmt(float(np.mean(steps))), _fmt(float(np.mean(sps))),
+                           f"{_fmt(float(np.mean(wall)) / 60, 1)} min"])
+
+    hp_rows = []
+    for key in HYPERPARAMETERS:
+        cells = []
+        for algo, rs in groups.items():
+            only = {k for a, ks in ALGO_ONLY.items() if a != algo for k in ks}
+            cells.append("-" if key in only else str(rs[0].config.get(key, "-")))
+        hp_rows.append([key, *cells])
+
+    blocks: list[tuple[str, Any]] = [
+        ("h1", f"TRPO vs PPO on {env}" if set(algos) == {"ppo", "trpo"} else f"{' vs '.join(a.upper() for a in algos)} on {env}"),
+        ("p", f"{len(runs)} runs: " + ", ".join(f"{a.upper()} x {len(rs)} seeds" for a, rs in groups.items())
+              + f"; budget {_fmt(float(runs[0].config['total_steps']))} env steps per run. Open the curves with "
+              f"`tensorboard --logdir {out}`."),
+        ("h2", "Learning curves"),
+        ("p", "Deterministic evaluation return (mean action, fresh episodes) against env steps and against "
+              "wall-clock; the band is the 95% bootstrap confidence interval of the mean over seeds."),
+        ("img", images["eval"]),
+        ("p", "Return of the training episodes (stochastic policy) that ended in each iteration."),
+        ("img", images["train"]),
+        ("h2", "Final performance"),
+        ("p", "Final deterministic evaluation return of each run. IQM: interquartile mean; CIs: 95% "
+              "percentile bootstrap over seeds (with 3 seeds these intervals are wide: read them as such)."),
+        ("img", images["final"]),
+        ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "runs' returns"], final_rows)),
+    ]
+    if poi_text:
+        blocks.append(("p", poi_text))
+    blocks += [("h2", "Speed"), ("table", (["algorithm", "env steps", "steps/s", "wall-clock per run"], speed_rows))]
+    if media:
+        blocks.append(("h2", "Best policies"))
+        for algo, m in media.items():
+            blocks.append(("p", f"{algo.upper()}: run `{m['run']}` ([MP4]({m['mp4']}))"))
+            blocks.append(("img", out / m["gif"]))
+    blocks += [("h2", "Hyperparameters"), ("table", (["setting", *[a.upper() for a in groups]], hp_rows))]
+
+    (out / "report.md").write_text(_to_markdown(blocks, out))
+    (out / "report.html").write_text(_to_html(blocks, env))
+    (out / "report.json").write_text(json.dumps(stats_out, indent=2) + "\n")
+    return stats_out
+
+
+def _to_markdown(blocks: list[tuple[str, Any]], out: Path) -> str:
+    lines: list[str] = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2"):
+            lines += [("# " if kind == "h1" else "## ") + content, ""]
+        elif kind == "p":
+            lines += [content, ""]
+        elif kind == "img":
+            rel = Path(content).relative_to(out)
+            lines += [f"![{rel.stem}]({rel.as_posix()})", ""]
+        elif kind == "table":
+            header, rows = content
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _inline_md(text: str) -> str:
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    return re.sub(r"\[(.+?)\]\((.+?)\)", r'<a href="\2">\1</a>', text)
+
+
+def _to_html(blocks: list[tuple[str, Any]], title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>stridelab report: {html.escape(title)}</title>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+             "th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}</style></head><body>"]
+    for kind, content in blocks:
+        if kind in ("h1", "h2"):
+            parts.append(f"<{kind}>{html.escape(content)}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{_inline_md(content)}</p>")
+        elif kind == "img":
+            path = Path(content)
+            mime = "image/gif" if path.suffix == ".gif" else "image/png"
+            data = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f"<p><img alt='{html.escape(path.stem)}' src='data:{mime};base64,{data}'></p>")
+        elif kind == "table":
+            header, rows = content
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{_inline_md(c)}</td>" for c in r) + "</tr>" for r in rows]
+            parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
