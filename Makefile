@@ -7,6 +7,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
+	@# Headless rendering needs EGL and Mesa's software OpenGL (system libraries, not on PyPI).
+	@if command -v ldconfig >/dev/null && ! ldconfig -p | grep -q 'libEGL.so.1'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri; \
+	  else echo "note: videos need EGL and Mesa: sudo apt-get install libegl1 libgl1-mesa-dri"; fi; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -143,11 +143,14 @@ def group(runs: list[RunData]) -> dict[str, list[RunData]]:
 
 
 def aligned(runs: list[RunData], tag: str, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's ``tag`` interpolated onto a common step grid up to the shortest run: ``[runs, points]``."""
+    """Each run's ``tag`` on a common step grid: the runs' own steps when they all share them
+    (evaluations), else interpolated onto ``points`` steps up to the shortest run. ``[runs, points]``."""
     series = [r.series(tag) for r in runs]
     series = [(s, v) for s, v in series if len(s)]
     if not series:
         return np.zeros(0), np.zeros((0, 0))
+    if all(len(s) == len(series[0][0]) and np.array_equal(s, series[0][0]) for s, _ in series):
+        return series[0][0], np.stack([v for _, v in series])
     end = min(s[-1] for s, _ in series)
     start = max(s[0] for s, _ in series)
     grid = np.linspace(start, end, points) if end > start else np.array([end])
@@ -158,7 +161,7 @@ def aligned(runs: list[RunData], tag: str, points: int = 60) -> tuple[np.ndarray
 # figures
 
 
-def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: str) -> Path:
+def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: str, markers: bool = False) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,12 +177,14 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: 
         minutes = np.mean([r.wall_clock_at(grid) for r in runs], axis=0) / 60.0
         label = f"{algo.upper()} (mean of {len(runs)} seeds, 95% CI)"
         for ax, x in ((axes[0], grid / 1e6), (axes[1], minutes)):
-            line, = ax.plot(x, mean, color=color, lw=2, label=label)
+            line, = ax.plot(x, mean, color=color, lw=2, label=label, marker="o" if markers else None, ms=5)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
             for r in runs:
                 s, v = r.series(tag)
                 xs = s / 1e6 if ax is axes[0] else r.wall_clock_at(s) / 60.0
                 ax.plot(xs, v, color=line.get_color(), lw=0.6, alpha=0.35)
+    for ax in axes:
+        ax.set_xlim(left=0)
     axes[0].set_xlabel("env steps (millions)")
     axes[1].set_xlabel("wall-clock (minutes, mean over seeds)")
     for ax in axes:
@@ -250,7 +255,8 @@ def build_report(out: Path) -> dict[str, Any]:
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     images = {
-        "eval": plot_curves(groups, figs / "eval_return.png", "eval/episodic_return", "evaluation return"),
+        "eval": plot_curves(groups, figs / "eval_return.png", "eval/episodic_return", "evaluation return",
+                            markers=True),
         "train": plot_curves(groups, figs / "train_return.png", "charts/episodic_return", "training episode return"),
         "final": plot_final(groups, figs / "final_return.png"),
     }
@@ -298,10 +304,13 @@ def build_report(out: Path) -> dict[str, Any]:
               + f"; budget {_fmt(float(runs[0].config['total_steps']))} env steps per run. Open the curves with "
               f"`tensorboard --logdir {out}`."),
         ("h2", "Learning curves"),
-        ("p", "Deterministic evaluation return (mean action, fresh episodes) against env steps and against "
-              "wall-clock; the band is the 95% bootstrap confidence interval of the mean over seeds."),
+        ("p", "Deterministic evaluation return (mean action, fresh episodes; dots: evaluations) against env "
+              "steps and against wall-clock; the band is the 95% bootstrap confidence interval of the mean over "
+              "seeds."),
         ("img", images["eval"]),
-        ("p", "Return of the training episodes (stochastic policy) that ended in each iteration."),
+        ("p", "Return of the training episodes (stochastic policy) that ended in each iteration. It trails the "
+              "evaluation return: an episode ends early only by a fall, and until the envs reach the time limit "
+              "(episode_length steps each) the episodes that end are mostly falls."),
         ("img", images["train"]),
         ("h2", "Final performance"),
         ("p", "Final deterministic evaluation return of each run. IQM: interquartile mean; CIs: 95% "

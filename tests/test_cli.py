@@ -143,3 +143,14 @@ def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "ppo_s1: finished earlier, skipped" in second.stdout
     assert (out / "ppo_s1" / "summary.json").stat().st_mtime == mtime
+
+
+def test_stridelab_cpus_pins_the_process_before_anything_starts():
+    import os
+
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs CPU affinity and two cores")
+    code = "import os; from stridelab.cli import _pin_cpus; _pin_cpus(); print(sorted(os.sched_getaffinity(0)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "STRIDELAB_CPUS": "1"})
+    assert proc.stdout.strip() == "[1]", proc.stderr
