@@ -198,9 +198,11 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from stridelab.config import ALGOS, build_config, validate
     from stridelab.envs import check_env_name
 
+    from stridelab.config import unknown_choice
+
     for algo in args.algos:
         if algo not in ALGOS:
-            raise ConfigError(f"unknown algo {algo!r}; choose from {', '.join(ALGOS)}")
+            raise unknown_choice("algo", algo, ALGOS)
     if len(set(args.algos)) != len(args.algos):
         raise ConfigError(f"--algos lists an algorithm twice: {' '.join(args.algos)}")
     for name in ("seeds", "total_steps"):
@@ -212,9 +214,9 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
         raise ConfigError(f"--video-steps must be >= 0, got {args.video_steps}")
     check_env_name(args.env)
     # Validate the pass-through training flags once, for every algorithm, before any run starts.
-    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[attr-defined]
-    train_parser.prog = "stridelab compare"
-    ns = train_parser.parse_args(extra)
+    train_flags = _Parser(prog="stridelab compare", add_help=False)
+    _add_config_flags(train_flags)
+    ns = train_flags.parse_args(extra)
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
     for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
         if forbidden in given:

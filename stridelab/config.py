@@ -12,11 +12,21 @@ from pathlib import Path
 from typing import Any
 
 ALGOS = ("ppo", "trpo")
+BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax physics pipelines
 DEVICES = ("auto", "cpu", "cuda")
 
 
 class ConfigError(ValueError):
     """A bad setting: the message names the value and what is allowed."""
+
+
+def unknown_choice(what: str, value: str, choices: tuple[str, ...] | list[str]) -> ConfigError:
+    """``unknown algo 'ppp' (did you mean 'ppo'?); choose one of ppo, trpo``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {what} {value!r}{hint}; choose one of {', '.join(choices)}")
 
 
 @dataclass
@@ -95,11 +105,13 @@ def load_presets() -> dict[str, Any]:
 
 
 def preset_for(env: str, algo: str) -> dict[str, Any]:
-    """Preset values for a task and algorithm: ``[common]``, then ``[algo]``, then ``[env.algo]``."""
+    """Preset values: ``[common]``, then ``[algo]``, then ``[env]``'s own keys, then ``[env.algo]``."""
     presets = load_presets()
     merged: dict[str, Any] = dict(presets.get("common", {}))
     merged.update(presets.get(algo, {}))
-    merged.update(presets.get(env, {}).get(algo, {}))
+    task = presets.get(env, {})
+    merged.update({k: v for k, v in task.items() if not isinstance(v, dict)})
+    merged.update(task.get(algo, {}))
     return merged
 
 
@@ -118,9 +130,11 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     """Raise :class:`ConfigError` with one line naming the bad value and what is allowed."""
     if cfg.algo not in ALGOS:
-        raise ConfigError(f"unknown algo {cfg.algo!r}; choose one of {', '.join(ALGOS)}")
+        raise unknown_choice("algo", cfg.algo, ALGOS)
     if cfg.device not in DEVICES:
-        raise ConfigError(f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}")
+        raise unknown_choice("device", cfg.device, DEVICES)
+    if cfg.backend not in BACKENDS:
+        raise unknown_choice("backend", cfg.backend, BACKENDS)
     positive_ints = ["total_steps", "num_envs", "num_steps", "episode_length", "update_epochs",
                      "num_minibatches", "cg_iters", "max_backtracks", "vf_epochs", "vf_minibatches",
                      "checkpoint_every", "keep_checkpoints"]

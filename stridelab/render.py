@@ -7,6 +7,7 @@ MuJoCo is first imported, see :mod:`stridelab`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,11 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gif":
         from PIL import Image
+
+        # Browsers play GIF frames shorter than 20 ms at 100 ms: keep at most 50 frames a second
+        # by dropping frames, so the playback stays real time.
+        stride = max(1, math.ceil(fps / 50.0))
+        frames, fps = frames[::stride], fps / stride
 
         images = [Image.fromarray(f) for f in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)

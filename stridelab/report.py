@@ -313,7 +313,8 @@ def build_report(out: Path) -> dict[str, Any]:
               "(episode_length steps each) the episodes that end are mostly falls."),
         ("img", images["train"]),
         ("h2", "Final performance"),
-        ("p", "Final deterministic evaluation return of each run. IQM: interquartile mean; CIs: 95% "
+        ("p", "Final deterministic evaluation return of each run. IQM: interquartile mean (the mean of the middle "
+              "50% of runs; with fewer than 4 runs nothing is trimmed and it equals the mean); CIs: 95% "
               "percentile bootstrap over seeds (with 3 seeds these intervals are wide: read them as such)."),
         ("img", images["final"]),
         ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "runs' returns"], final_rows)),

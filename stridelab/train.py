@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stridelab.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from stridelab.checkpoint import CKPT_DIR, atomic_torch_save, find_checkpoint, load_checkpoint, save_checkpoint
 from stridelab.config import ConfigError, TrainConfig, validate
 from stridelab.envs import make_env
 from stridelab.models import Agent
@@ -144,6 +144,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     bar = _progress_bar(cfg, global_step)
     eval_env = None
     eval_seconds = 0.0
+    best_eval = {"return": float("-inf")}
     last_eval: dict[str, float] = {}
 
     def run_eval() -> None:
@@ -160,6 +161,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                           "eval/episodic_return_std": float(returns.std(unbiased=False)),
                           "eval/episodic_length": float(lengths.float().mean())})
         fabric.log_dict(last_eval, step=global_step)
+        if last_eval["eval/episodic_return"] > best_eval["return"]:  # keep the best policy seen
+            best_eval["return"] = last_eval["eval/episodic_return"]
+            atomic_torch_save(checkpoint_state(), run_dir / CKPT_DIR / "best.ckpt")
         eval_seconds += time.perf_counter() - t
 
     def checkpoint_state() -> dict[str, Any]:

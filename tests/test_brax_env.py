@@ -92,3 +92,16 @@ def test_unknown_env_lists_valid_names():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown Brax backend 'sprong'"):
         make_env("ant", 4, backend="sprong")
+
+
+def test_a_backend_the_task_does_not_support_is_a_clear_error():
+    with pytest.raises(ValueError, match="Brax env 'swimmer' does not run on backend 'spring'.*--backend generalized"):
+        make_env("swimmer", 2, backend="spring")
+
+
+def test_presets_pick_the_backend_a_task_needs():
+    from stridelab.config import build_config
+
+    assert build_config({"env": "swimmer", "algo": "ppo"}).backend == "generalized"
+    assert build_config({"env": "ant", "algo": "trpo"}).backend == "spring"
+    assert build_config({"env": "swimmer", "algo": "ppo", "backend": "positional"}).backend == "positional"

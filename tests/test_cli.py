@@ -75,6 +75,8 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["train", "--env", "antt"], "unknown env 'antt'"),
     (["train", "--algo", "a2c"], "unknown algo 'a2c'"),
+    (["train", "--algo", "ppp"], "did you mean 'ppo'"),
+    (["train", "--backend", "sprin"], "unknown backend 'sprin' (did you mean 'spring'?)"),
     (["train", "--num-envs", "0"], "--num-envs must be a positive integer"),
     (["train", "--gamma", "1.5"], "--gamma must be in [0, 1]"),
     (["train", "--num-envs", "10", "--num-steps", "3", "--num-minibatches", "4"], "does not divide"),
@@ -138,6 +140,7 @@ def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path):
     first = stridelab(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert (out / "ppo_s1" / "summary.json").is_file() and (out / "report.html").is_file()
+    assert (out / "ppo_s1" / "checkpoints" / "best.ckpt").is_file()  # kept at the best evaluation
     mtime = (out / "ppo_s1" / "summary.json").stat().st_mtime
     second = stridelab(*args)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from stridelab.envs.base import EnvSpec, StepResult  # noqa: E402
 
-BACKENDS = ("spring", "positional", "generalized", "mjx")
+from stridelab.config import BACKENDS  # noqa: E402
 
 
 def _enable_compilation_cache() -> None:
@@ -51,6 +51,32 @@ def _enable_compilation_cache() -> None:
 _enable_compilation_cache()
 
 
+class _ClipCompat:
+    """``jax.numpy`` with the ``clip(a, a_min=, a_max=)`` keywords JAX 0.10 removed.
+
+    Brax 0.14's fluid model (``brax/fluid.py``, used by swimmer) still calls
+    ``jp.clip(x, a_min=...)``; everything else passes through to ``jax.numpy``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jnp, name)
+
+    @staticmethod
+    def clip(a: Any, a_min: Any = None, a_max: Any = None, **kwargs: Any) -> Any:
+        return jnp.clip(a, kwargs.pop("min", a_min), kwargs.pop("max", a_max), **kwargs)
+
+
+def _patch_brax_fluid() -> None:
+    import inspect
+
+    if "a_min" in inspect.signature(jnp.clip).parameters:
+        return
+    from brax import fluid
+
+    if isinstance(getattr(fluid, "jp", None), type(jnp)):
+        fluid.jp = _ClipCompat()
+
+
 def _import_brax_envs() -> Any:
     """``brax.envs``, imported quietly: MuJoCo's optional warp backend prints to stdout when
     absent, and Brax warns on every system load that it is no longer maintained."""
@@ -61,6 +87,7 @@ def _import_brax_envs() -> Any:
     warnings.filterwarnings("ignore", message="Brax System, piplines and environments", category=UserWarning)
     with contextlib.redirect_stdout(io.StringIO()):
         from brax import envs
+    _patch_brax_fluid()
     return envs
 
 
@@ -104,7 +131,13 @@ class BraxVecEnv:
         envs = _import_brax_envs()
         if backend not in BACKENDS:
             raise ValueError(f"unknown Brax backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self._env = envs.get_environment(name, backend=backend, **env_kwargs)
+        try:
+            self._env = envs.get_environment(name, backend=backend, **env_kwargs)
+        except ValueError as e:
+            if "backend" not in str(e).lower():
+                raise
+            raise ValueError(f"Brax env {name!r} does not run on backend {backend!r} ({e}); "
+                             f"try --backend generalized") from None
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         self.backend = backend
