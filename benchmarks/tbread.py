@@ -5,19 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from stridelab.report import read_scalars as _read_all
 
 
 def read_scalars(run_dir: str, tags: list[str] | None = None) -> dict[str, list[tuple[int, float]]]:
-    out: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            if tags and tag not in tags:
-                continue
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return {k: sorted(v) for k, v in out.items()}
+    """``{tag: [(step, value), ...]}`` from every event file under ``run_dir`` (resumes merged)."""
+    scalars = _read_all(Path(run_dir))
+    return {k: v for k, v in scalars.items() if not tags or k in tags}
 
 
 if __name__ == "__main__":
