@@ -194,7 +194,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from stridelab.compare import default_jobs, plan_runs, render_best, run_grid
+    from stridelab.compare import check_budgets, default_jobs, plan_runs, render_best, run_grid
     from stridelab.config import ALGOS, build_config, validate
     from stridelab.envs import check_env_name
 
@@ -226,9 +226,10 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(out, args.algos, args.seeds)
+    check_budgets(specs, args.total_steps)
     (out / "compare.json").write_text(json.dumps({"env": args.env, "algos": args.algos, "seeds": args.seeds,
                                                   "total_steps": args.total_steps, "extra": extra}, indent=2) + "\n")
-    specs = plan_runs(out, args.algos, args.seeds)
     jobs = args.jobs or default_jobs()
     print(f"[compare] {len(specs)} runs ({', '.join(args.algos)} x {args.seeds} seeds) of {args.total_steps:,} steps "
           f"on {args.env}, {jobs} at a time, into {out}", flush=True)

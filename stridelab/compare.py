@@ -67,7 +67,7 @@ def default_jobs() -> int:
 def _command(spec: RunSpec, env: str, total_steps: int | None, extra: list[str], progress: bool) -> list[str]:
     base = [sys.executable, "-m", "stridelab", "train"]
     flags = ["--progress" if progress else "--no-progress"]
-    if total_steps is not None and "--eval-every" not in extra:
+    if total_steps is not None and not any(a == "--eval-every" or a.startswith("--eval-every=") for a in extra):
         # Three evaluations per run (a third, two thirds, the end) give the report a curve.
         extra = [*extra, "--eval-every", str(max(total_steps // 3, 1))]
     if total_steps is not None:
@@ -86,6 +86,11 @@ def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: lis
             print(f"[compare] {s.name}: finished earlier, skipped")
     running: list[tuple[RunSpec, subprocess.Popen]] = []
     failed: list[RunSpec] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     cpus = available_cpus()
     pin = jobs > 1 and jobs <= len(cpus)
     free = [tuple(cpus[i::jobs]) for i in range(jobs)] if pin else []
@@ -124,13 +129,31 @@ def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: lis
                     print(f"[compare] {spec.name} failed (exit {proc.returncode}); log: "
                           f"{spec.run_dir.parent / f'.{spec.name}.log'}", flush=True)
     except KeyboardInterrupt:
-        for _, proc in running:  # children got the same SIGINT and are writing checkpoints
+        for _, proc in running:  # each run writes a checkpoint and stops (a terminal's Ctrl-C already told them)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _, proc in running:
             try:
                 proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return failed
+
+
+def check_budgets(specs: list[RunSpec], total_steps: int) -> None:
+    """Refuse to mix budgets: runs already in the directory must have been asked for the same one."""
+    for spec in specs:
+        config = spec.run_dir / "config.json"
+        if config.is_file():
+            trained = json.loads(config.read_text()).get("total_steps")
+            if trained != total_steps:
+                raise ValueError(
+                    f"{spec.run_dir} was trained with --total-steps {trained}, not {total_steps}; "
+                    f"use --total-steps {trained} to finish this comparison or another --out for a new one"
+                )
 
 
 def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, dict[str, str]]:

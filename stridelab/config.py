@@ -169,6 +169,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--target-kl must be a finite number > 0, got {cfg.target_kl!r}")
     for mb_name in ["num_minibatches", "vf_minibatches"]:
         mb = getattr(cfg, mb_name)
+        if cfg.batch_size < 2 * mb:
+            raise ConfigError(
+                f"--{mb_name.replace('_', '-')} {mb} leaves fewer than 2 samples per minibatch of the batch of "
+                f"{cfg.batch_size}; use at most {cfg.batch_size // 2}"
+            )
         if cfg.batch_size % mb != 0:
             raise ConfigError(
                 f"batch of {cfg.batch_size} (num_envs {cfg.num_envs} x num_steps {cfg.num_steps}) "

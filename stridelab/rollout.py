@@ -48,9 +48,9 @@ def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorag
     """
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
-        res = env.step(action)
-        storage.obs[t] = obs
+        storage.obs[t] = obs  # before the step: the env may reuse the buffer ``obs`` views
         storage.actions[t] = u
+        res = env.step(action)
         storage.rewards[t] = res.reward
         storage.terminated[t] = res.terminated
         storage.dones[t] = res.done

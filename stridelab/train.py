@@ -121,13 +121,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     algo = make_algo(agent, cfg)
 
     global_step, iteration, wall_before = 0, 0, 0.0
+    resumed: dict[str, Any] = {}
     if resume:
-        state = load_checkpoint(find_checkpoint(run_dir), map_location=fabric.device)
+        state = load_checkpoint(find_checkpoint(run_dir), map_location="cpu")
         agent.load_state_dict(state["agent"])
         algo.load_state_dict(state["algo"])
         global_step, iteration = int(state["global_step"]), int(state["iteration"])
         wall_before = float(state.get("wall_clock", 0.0))
         _set_rng_state(state["rng"])
+        resumed = state.get("stats", {})
     cfg.save(run_dir / "config.json")  # the config in effect (a resume may extend total_steps)
     if not resume:
         logger.log_hyperparams({k: (str(v) if v is None else v) for k, v in cfg.to_dict().items()})
@@ -135,8 +137,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     # After a resume the envs restart from fresh states drawn from a seed tied to the iteration.
     obs = env.reset(cfg.seed + 1_000_003 * iteration)
     storage = RolloutStorage(cfg.num_steps, cfg.num_envs, env.spec.obs_dim, env.spec.act_dim, fabric.device)
-    recent_returns: deque[float] = deque(maxlen=100)
-    recent_lengths: deque[float] = deque(maxlen=100)
+    recent_returns: deque[float] = deque(resumed.get("recent_returns", []), maxlen=100)
+    recent_lengths: deque[float] = deque(resumed.get("recent_lengths", []), maxlen=100)
+    last_sps = float(resumed.get("last_sps", 0.0))
     start, start_step = time.perf_counter(), global_step
     first_update_s: float | None = None
     steady_start, steady_eval0 = start, 0.0
@@ -144,7 +147,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     bar = _progress_bar(cfg, global_step)
     eval_env = None
     eval_seconds = 0.0
-    best_eval = {"return": float("-inf")}
+    best_eval = {"return": float(resumed.get("best_eval", float("-inf")))}
     last_eval: dict[str, float] = {}
 
     def run_eval() -> None:
@@ -177,6 +180,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             "wall_clock": wall_before + time.perf_counter() - start,
             "rng": _rng_state(),
             "recent_return": float(np.mean(recent_returns)) if recent_returns else None,
+            "stats": {"recent_returns": list(recent_returns), "recent_lengths": list(recent_lengths),
+                      "best_eval": best_eval["return"], "last_sps": last_sps},
         }
 
     signals = ExitStack()
@@ -206,6 +211,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             recent_lengths.extend(ep_len.float().tolist())
             elapsed = time.perf_counter() - start
             sps = (global_step - start_step) / (elapsed - eval_seconds)
+            last_sps = sps
             metrics.update({
                 "charts/SPS": sps,
                 "charts/learning_rate": algo.learning_rate,
@@ -244,9 +250,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         "global_step": float(global_step),
         "train/final_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
         "train/final_length": float(np.mean(recent_lengths)) if recent_lengths else float("nan"),
-        "charts/SPS": (global_step - start_step) / max(time.perf_counter() - start - eval_seconds, 1e-9),
+        # A resume that had nothing left to train reports the speed saved with the run.
+        "charts/SPS": last_sps if global_step == start_step
+        else (global_step - start_step) / max(time.perf_counter() - start - eval_seconds, 1e-9),
         "time/first_update_s": float(first_update_s or 0.0),
-        "time/steady_sps": (global_step - start_step - cfg.batch_size)
+        "time/steady_sps": last_sps if global_step - start_step <= cfg.batch_size
+        else (global_step - start_step - cfg.batch_size)
         / max(time.perf_counter() - steady_start - (eval_seconds - steady_eval0), 1e-9),
         **{f"time/{k}_s": v for k, v in phase_seconds.items()},
         "time/wall_clock_s": wall_before + time.perf_counter() - start,

@@ -80,6 +80,7 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
     (["train", "--num-envs", "0"], "--num-envs must be a positive integer"),
     (["train", "--gamma", "1.5"], "--gamma must be in [0, 1]"),
     (["train", "--num-envs", "10", "--num-steps", "3", "--num-minibatches", "4"], "does not divide"),
+    (["train", "--num-envs", "4", "--num-steps", "2", "--num-minibatches", "8"], "fewer than 2 samples"),
     (["train", "--learning-rate", "nan"], "expected a finite number"),
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval", "/nonexistent/run"], "does not exist"),
@@ -107,6 +108,11 @@ def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2048 and state["iteration"] == 4
     assert state["config"]["total_steps"] == 2048
+    assert state["stats"]["last_sps"] > 0
+    third = stridelab("train", "--resume", str(run), "--no-progress")  # nothing left to train
+    assert third.returncode == 0, third.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 2048 and summary["charts/SPS"] == pytest.approx(state["stats"]["last_sps"])
 
 
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
@@ -157,3 +163,13 @@ def test_stridelab_cpus_pins_the_process_before_anything_starts():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "STRIDELAB_CPUS": "1"})
     assert proc.stdout.strip() == "[1]", proc.stderr
+
+
+def test_compare_refuses_to_mix_budgets(tmp_path):
+    out = tmp_path / "cmp"
+    (out / "ppo_s1").mkdir(parents=True)
+    (out / "ppo_s1" / "config.json").write_text(json.dumps({"total_steps": 1_000_000, "algo": "ppo", "seed": 1}))
+    proc = stridelab("compare", "--algos", "ppo", "--seeds", "1", "--total-steps", "2000000", "--out", str(out),
+                     timeout=120)
+    assert proc.returncode == 2
+    assert "was trained with --total-steps 1000000, not 2000000" in proc.stderr
