@@ -7,6 +7,7 @@ and checkpoint every ``checkpoint_every`` iterations.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import threading
@@ -179,7 +180,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             "iteration": iteration,
             "wall_clock": wall_before + time.perf_counter() - start,
             "rng": _rng_state(),
-            "recent_return": float(np.mean(recent_returns)) if recent_returns else None,
             "stats": {"recent_returns": list(recent_returns), "recent_lengths": list(recent_lengths),
                       "best_eval": best_eval["return"], "last_sps": last_sps},
         }
@@ -263,5 +263,5 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     summary.update(last_eval)
     summary["time/eval_s"] = eval_seconds
     logger.finalize("success")
-    (run_dir / "summary.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -101,10 +101,9 @@ def _jax_to_torch(x: jax.Array, device: torch.device) -> torch.Tensor:
     return t if t.device == device else t.to(device, non_blocking=True)
 
 
-def _torch_to_jax(t: torch.Tensor) -> jax.Array:
-    jax_platform = jax.devices()[0].platform
-    if t.device.type == "cuda" and jax_platform != "gpu":
-        t = t.cpu()  # JAX has no CUDA here: copy through host memory
+def _torch_to_jax(t: torch.Tensor, via_host: bool) -> jax.Array:
+    if via_host:
+        t = t.cpu()  # torch on CUDA, JAX without it: copy through host memory
     return jnp.from_dlpack(t.detach().contiguous())
 
 
@@ -141,6 +140,8 @@ class BraxVecEnv:
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         self.backend = backend
+        # Decided once, not per step: does an action need a host copy to reach JAX?
+        self._via_host = self.device.type == "cuda" and jax.devices()[0].platform != "gpu"
         limits = self._action_limits()
         self.spec = EnvSpec(
             name=name,
@@ -209,7 +210,7 @@ class BraxVecEnv:
     def step(self, action: torch.Tensor) -> StepResult:
         if self._carry is None:
             raise RuntimeError("call reset(seed) before step()")
-        self._carry, out = self._step_fn(self._carry, _torch_to_jax(action.float()))
+        self._carry, out = self._step_fn(self._carry, _torch_to_jax(action.float(), self._via_host))
         obs, reward, terminated, truncated, final_obs, ep_ret, ep_len = (
             _jax_to_torch(x, self.device) for x in out
         )
