@@ -47,6 +47,7 @@ class TrainConfig:
     gamma: float = field(default=0.97, metadata={"help": "discount"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
     reward_scale: float = field(default=1.0, metadata={"help": "rewards are multiplied by this for learning (not for logged returns)"})
+    normalize_reward: bool = field(default=False, metadata={"help": "divide rewards by a running std of the discounted return (Gymnasium's NormalizeReward) for learning"})
     init_std: float = field(default=0.69, metadata={"help": "initial policy std (softplus(0) + 0.001 = 0.69 is the original design's)"})
     norm_adv: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
 
@@ -105,13 +106,18 @@ def load_presets() -> dict[str, Any]:
 
 
 def preset_for(env: str, algo: str) -> dict[str, Any]:
-    """Preset values: ``[common]``, then ``[algo]``, then ``[env]``'s own keys, then ``[env.algo]``."""
+    """Preset values, later tables winning: ``[common]``, ``[algo]``, the simulator's table
+    (``[brax]`` or ``[gymnasium]``) and its ``[sim.algo]``, then the task's ``[env]`` and
+    ``[env.algo]``."""
+    from stridelab.envs.registry import simulator_of
+
     presets = load_presets()
     merged: dict[str, Any] = dict(presets.get("common", {}))
     merged.update(presets.get(algo, {}))
-    task = presets.get(env, {})
-    merged.update({k: v for k, v in task.items() if not isinstance(v, dict)})
-    merged.update(task.get(algo, {}))
+    for table in (simulator_of(env), env):
+        section = presets.get(table, {})
+        merged.update({k: v for k, v in section.items() if not isinstance(v, dict)})
+        merged.update(section.get(algo, {}))
     return merged
 
 

@@ -29,8 +29,8 @@ class RunningMeanStd(nn.Module):
 
     def __init__(self, shape: Sequence[int], epsilon: float = 1e-8, clip: float = 10.0) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(*shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(*shape, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(tuple(shape), dtype=torch.float64))
+        self.register_buffer("var", torch.ones(tuple(shape), dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.epsilon = epsilon
         self.clip = clip

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from stridelab.envs.base import VecEnv
-from stridelab.models import Agent
+from stridelab.models import Agent, RunningMeanStd
 from stridelab.ops import compute_gae, gaussian_log_prob
 
 
@@ -81,13 +81,44 @@ class Batch:
         return Batch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
+class ReturnNormalizer(torch.nn.Module):
+    """Divide rewards by a running std of the discounted return, for learning only.
+
+    The scaling of Gymnasium's ``NormalizeReward`` and SB3's ``VecNormalize(norm_reward=True)``:
+    each env keeps its discounted return ``G = gamma * G + r`` (restarted when its episode
+    ends), every ``G`` is merged into a running variance, and rewards are divided by its square
+    root, then clipped to ``[-clip, clip]``. Logged episode returns stay the task's own.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        self.rms = RunningMeanStd(())
+        self.register_buffer("ret", torch.zeros(num_envs, dtype=torch.float64))
+        self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
+
+    @torch.no_grad()
+    def forward(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """``rewards, dones [T, N]`` of one rollout -> scaled rewards ``[T, N]``."""
+        returns = torch.empty(rewards.shape, dtype=torch.float64, device=rewards.device)
+        ret = self.ret
+        for t in range(rewards.shape[0]):
+            ret = ret * self.gamma + rewards[t].double()
+            returns[t] = ret
+            ret = torch.where(dones[t], torch.zeros_like(ret), ret)
+        self.ret.copy_(ret)
+        self.rms.update(returns.reshape(-1))
+        scale = torch.sqrt(self.rms.var + self.epsilon).to(rewards.dtype)
+        return (rewards / scale).clamp(-self.clip, self.clip)
+
+
 @torch.no_grad()
 def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: float, reward_scale: float = 1.0,
-               update_normalizer: bool = True) -> Batch:
+               update_normalizer: bool = True, rewards: torch.Tensor | None = None) -> Batch:
     """Merge the rollout into the normalizer, then compute the old policy, values and GAE.
 
     The old policy's log-probs and values are recomputed with the updated normalizer, so the
-    first PPO epoch starts at ratio 1 exactly.
+    first PPO epoch starts at ratio 1 exactly. ``rewards [T, N]`` replaces the stored rewards
+    (e.g. scaled by a :class:`ReturnNormalizer`); ``reward_scale`` multiplies either.
     """
     T, N, obs_dim = storage.obs.shape
     obs = storage.obs.reshape(T * N, obs_dim)
@@ -98,7 +129,7 @@ def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: 
     values = agent.get_value(obs)
     next_values = agent.get_value(storage.final_obs.reshape(T * N, obs_dim))
     adv, ret = compute_gae(
-        storage.rewards * reward_scale,
+        (storage.rewards if rewards is None else rewards) * reward_scale,
         values.reshape(T, N),
         next_values.reshape(T, N),
         storage.terminated,

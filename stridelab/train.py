@@ -25,7 +25,7 @@ from stridelab.checkpoint import CKPT_DIR, atomic_torch_save, find_checkpoint, l
 from stridelab.config import ConfigError, TrainConfig, validate
 from stridelab.envs import make_env
 from stridelab.models import Agent
-from stridelab.rollout import RolloutStorage, collect, make_batch
+from stridelab.rollout import ReturnNormalizer, RolloutStorage, collect, make_batch
 
 
 class TrainingInterrupted(Exception):
@@ -120,6 +120,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     env = make_env(cfg.env, cfg.num_envs, device=fabric.device, backend=cfg.backend, episode_length=cfg.episode_length)
     agent = make_agent(cfg, env.spec).to(fabric.device)
     algo = make_algo(agent, cfg)
+    reward_norm = ReturnNormalizer(cfg.num_envs, cfg.gamma).to(fabric.device) if cfg.normalize_reward else None
 
     global_step, iteration, wall_before = 0, 0, 0.0
     resumed: dict[str, Any] = {}
@@ -127,6 +128,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         state = load_checkpoint(find_checkpoint(run_dir), map_location="cpu")
         agent.load_state_dict(state["agent"])
         algo.load_state_dict(state["algo"])
+        if reward_norm is not None and state.get("reward_normalizer") is not None:
+            reward_norm.load_state_dict(state["reward_normalizer"])
+            reward_norm.ret.zero_()  # the envs restart below
         global_step, iteration = int(state["global_step"]), int(state["iteration"])
         wall_before = float(state.get("wall_clock", 0.0))
         _set_rng_state(state["rng"])
@@ -174,6 +178,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         return {
             "agent": agent.state_dict(),
             "algo": algo.state_dict(),
+            "reward_normalizer": None if reward_norm is None else reward_norm.state_dict(),
             "config": cfg.to_dict(),
             "env_spec": env.spec.__dict__,
             "global_step": global_step,
@@ -193,7 +198,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             obs = collect(env, agent, obs, storage)
             t_rollout = time.perf_counter() - t0
             t1 = time.perf_counter()
-            batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale)
+            rewards = None if reward_norm is None else reward_norm(storage.rewards, storage.dones)
+            batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards)
             t2 = time.perf_counter()
             metrics = algo.update(batch)
             t_batch, t_update = t2 - t1, time.perf_counter() - t2

