@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -18,8 +19,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which file and why."""
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
+def all_finite(obj: Any) -> bool:
+    """Whether every floating-point tensor and float inside ``obj`` (nested dicts, lists,
+    tuples) is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(all_finite(v) for v in obj)
+    return True
+
+
+def atomic_torch_save(obj: Any, path: Path, check_finite: Any = None) -> None:
+    """Write ``obj`` to ``path`` atomically: a temporary file in the same folder, fsynced, then
+    renamed over ``path``. With ``check_finite`` (a part of ``obj``), refuse to write when it
+    holds a non-finite number: a poisoned checkpoint must never replace a good one."""
     path = Path(path)
+    if check_finite is not None and not all_finite(check_finite):
+        raise CheckpointError(f"refusing to write {str(path)!r}: the state holds NaN or infinite values")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -43,12 +63,18 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], step: int, keep: int) 
     """Write ``step_<step>.ckpt`` and ``last.ckpt``; keep only the ``keep`` newest step files."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     path = ckpt_dir / f"step_{step:012d}.ckpt"
-    atomic_torch_save(state, path)
+    atomic_torch_save(state, path, check_finite=_learned_state(state))
     atomic_torch_save(state, ckpt_dir / "last.ckpt")
     steps = sorted(p for p in ckpt_dir.glob("step_*.ckpt") if _STEP_RE.search(p.name))
     for old in steps[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _learned_state(state: dict[str, Any]) -> Any:
+    """The parts of a training state that must be finite: weights, normalizers, optimizers.
+    (Statistics such as the best evaluation may legitimately be -inf before any evaluation.)"""
+    return [state.get(k) for k in ("agent", "algo", "reward_normalizer")]
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -67,6 +93,31 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a stridelab checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "agent" not in state or "config" not in state:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a stridelab checkpoint (missing agent or config)")
+    missing = [k for k in ("agent", "config", "env_spec", "global_step") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a stridelab checkpoint (missing {', '.join(missing)})")
+    spec = state["env_spec"]
+    if not isinstance(spec, dict) or not all(k in spec for k in ("name", "obs_dim", "act_dim")):
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a stridelab checkpoint (no task description)")
+    if not all_finite(_learned_state(state)):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds NaN or infinite weights; use an earlier one")
     return state
+
+
+def check_matches(state: dict[str, Any], path: Path, name: str, obs_dim: int, act_dim: int) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint was made for another task or sizes."""
+    spec = state["env_spec"]
+    if (spec["name"], int(spec["obs_dim"]), int(spec["act_dim"])) != (name, obs_dim, act_dim):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is for task {spec['name']!r} (obs {spec['obs_dim']}, act {spec['act_dim']}), "
+            f"not {name!r} (obs {obs_dim}, act {act_dim})"
+        )
+
+
+def load_weights(module: torch.nn.Module, weights: Any, path: Path) -> None:
+    """``module.load_state_dict`` with a one-line :class:`CheckpointError` on any mismatch."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this network ({first})") from None

@@ -122,7 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         run_dir = Path(args.resume)
         find_checkpoint(run_dir)
-        cfg = TrainConfig.load(run_dir / "config.json")
+        try:
+            cfg = TrainConfig.load(run_dir / "config.json")
+        except (OSError, ValueError, TypeError) as e:
+            raise ConfigError(f"cannot resume {str(run_dir)!r}: its config.json is missing or damaged ({type(e).__name__})") from None
         for key, value in given.items():  # e.g. a larger --total-steps to train on
             setattr(cfg, key, value)
         cfg.run_dir = str(run_dir)
@@ -131,10 +134,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     validate(cfg)
     check_env_name(cfg.env)
     resolve_device(cfg.device)
-    from stridelab.train import TrainingInterrupted
+    from stridelab.train import NonFiniteError, TrainingInterrupted
 
     try:
         summary = train(cfg, resume=bool(args.resume))
+    except NonFiniteError as e:
+        print(f"stridelab train: error: {e}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as e:
         print(f"stridelab train: {e}", file=sys.stderr)
         print(f"continue with: stridelab train --resume {cfg.run_dir}", file=sys.stderr)
@@ -160,9 +166,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           "global_step": state["global_step"], "config": cfg.to_dict()}))
     else:
         mode = "stochastic" if args.stochastic else "deterministic"
-        print(f"run: {args.run_dir} ({cfg.algo}, {cfg.env}/{cfg.backend}, {state['global_step']:,} steps)")
+        where = cfg.env if state["env_spec"].get("simulator") == "gymnasium" else f"{cfg.env}/{cfg.backend}"
+        print(f"run: {args.run_dir} ({cfg.algo}, {where}, {state['global_step']:,} steps)")
+        print(_format_config(cfg))
         print(f"{args.episodes} episodes, {mode} actions: mean return {mean:.2f} +- {std:.2f}")
     return 0
+
+
+def _format_config(cfg: TrainConfig, width: int = 100) -> str:
+    """The training config as wrapped ``key=value`` lines (what ``config.json`` holds)."""
+    import textwrap
+
+    pairs = " ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in ("progress",))
+    return textwrap.fill(pairs, width=width, initial_indent="config: ", subsequent_indent="        ",
+                         break_on_hyphens=False)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -272,12 +289,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
+    from stridelab.config import preset_for
     from stridelab.envs import env_names, make_env
 
-    print(f"{'env':<28}{'simulator':<12}{'obs':>6}{'act':>6}")
+    print(f"{'env':<28}{'simulator':<12}{'obs':>6}{'act':>6}  time limit")
     for name in env_names():
-        spec = make_env(name, 1).spec
-        print(f"{name:<28}{spec.simulator:<12}{spec.obs_dim:>6}{spec.act_dim:>6}")
+        preset = preset_for(name, "ppo")  # e.g. Brax's swimmer needs the generalized backend
+        env = make_env(name, 1, backend=preset.get("backend", "spring"),
+                       episode_length=preset.get("episode_length", 1000))
+        spec = env.spec
+        env.close()
+        print(f"{name:<28}{spec.simulator:<12}{spec.obs_dim:>6}{spec.act_dim:>6}  {spec.episode_length}", flush=True)
     return 0
 
 

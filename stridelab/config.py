@@ -77,6 +77,7 @@ class TrainConfig:
     keep_checkpoints: int = field(default=3, metadata={"help": "how many recent checkpoints to keep"})
     eval_every: int = field(default=1_000_000, metadata={"help": "env steps between deterministic evaluations (0: only at the end)"})
     eval_episodes: int = field(default=16, metadata={"help": "episodes per deterministic evaluation (0: no evaluation)"})
+    max_nonfinite: int = field(default=5, metadata={"help": "consecutive updates skipped for NaN/inf before training stops"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     @property
@@ -143,7 +144,7 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("backend", cfg.backend, BACKENDS)
     positive_ints = ["total_steps", "num_envs", "num_steps", "episode_length", "update_epochs",
                      "num_minibatches", "cg_iters", "max_backtracks", "vf_epochs", "vf_minibatches",
-                     "checkpoint_every", "keep_checkpoints"]
+                     "checkpoint_every", "keep_checkpoints", "max_nonfinite"]
     for name in positive_ints:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from stridelab.checkpoint import find_checkpoint, load_checkpoint
+from stridelab.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
 from stridelab.config import TrainConfig
 from stridelab.envs import VecEnv, make_env
 from stridelab.models import Agent
@@ -50,9 +50,13 @@ def evaluate_agent(agent: Agent, cfg: TrainConfig, episodes: int, deterministic:
 
 def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, TrainConfig, dict]:
     """Agent (normalizer included), its config and the raw checkpoint from a run directory."""
-    state = load_checkpoint(find_checkpoint(run_dir), map_location=device)
-    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
-    spec = state["env_spec"]
-    agent = Agent(spec["obs_dim"], spec["act_dim"], spec["action_low"], spec["action_high"])
-    agent.load_state_dict(state["agent"])
+    path = find_checkpoint(run_dir)
+    state = load_checkpoint(path, map_location=device)
+    try:
+        cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
+        spec = state["env_spec"]
+        agent = Agent(spec["obs_dim"], spec["act_dim"], spec.get("action_low"), spec.get("action_high"))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unreadable config or task ({e})") from None
+    load_weights(agent, state["agent"], path)
     return agent.to(device).eval(), cfg, state

@@ -23,21 +23,30 @@ FORMATS = (".mp4", ".gif", ".html")
 
 @dataclass
 class Trajectory:
-    """One episode's physics states (unbatched Brax pipeline states) and its return."""
+    """One episode and its return: Brax physics states (unbatched pipeline states, rendered
+    later) or, for Gymnasium tasks, the frames the task rendered itself."""
 
     states: list[Any]
     episode_return: float
     dt: float
-    sys: Any
+    sys: Any = None
+    frames: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames) if self.frames is not None else len(self.states)
 
 
 @torch.no_grad()
-def record_episode(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int = 0,
-                   deterministic: bool = True) -> Trajectory:
-    """Run one episode (at most ``max_steps`` steps) of the policy and keep every physics state."""
-    import jax
-
+def record_episode(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int = 0, deterministic: bool = True,
+                   width: int = 320, height: int = 240) -> Trajectory:
+    """Run one episode (at most ``max_steps`` steps) of the policy and keep every physics state
+    (Brax) or rendered frame (Gymnasium, ``width`` x ``height``)."""
     from stridelab.envs import make_env
+    from stridelab.envs.registry import simulator_of
+
+    if simulator_of(cfg.env) == "gymnasium":
+        return _record_gymnasium(agent, cfg, max_steps, seed, deterministic, width, height)
+    import jax
 
     env = make_env(cfg.env, 1, backend=cfg.backend, episode_length=cfg.episode_length)
     take_first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
@@ -57,8 +66,33 @@ def record_episode(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int = 0
     return Trajectory(states, total, env.spec.dt, sys)
 
 
+def _record_gymnasium(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int, deterministic: bool,
+                      width: int, height: int) -> Trajectory:
+    """The task's own MuJoCo camera (it follows the robot), rendered at every step."""
+    from stridelab.envs.gymnasium import GymnasiumVecEnv
+
+    env = GymnasiumVecEnv(cfg.env, 1, episode_length=cfg.episode_length, render_size=(width, height))
+    try:
+        obs = env.reset(seed)
+        frames = [env.render()]
+        total = 0.0
+        for _ in range(max_steps):
+            action, _ = agent.act(obs, deterministic=deterministic)
+            res = env.step(action)
+            total += float(res.reward[0])
+            if bool(res.done[0]):
+                break
+            frames.append(env.render())
+            obs = res.obs
+    finally:
+        env.close()
+    return Trajectory(states=[], episode_return=total, dt=env.spec.dt, frames=frames)
+
+
 def render_frames(traj: Trajectory, width: int = 320, height: int = 240) -> list[np.ndarray]:
     """RGB frames ``[H, W, 3]`` uint8, the camera tracking the robot's main body."""
+    if traj.frames is not None:  # rendered while recording (Gymnasium tasks)
+        return traj.frames
     import mujoco
 
     model = traj.sys.mj_model
@@ -113,6 +147,8 @@ def write_html(traj: Trajectory, path: Path) -> Path:
     """Brax's interactive three.js viewer, one self-contained page."""
     from brax.io import html
 
+    if traj.sys is None:
+        raise ValueError("the HTML viewer is Brax's and shows Brax tasks only; write .mp4 or .gif for this task")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html.render(traj.sys, traj.states))
@@ -125,7 +161,11 @@ def make_video(agent: Agent, cfg: TrainConfig, out: Path, max_steps: int = 300, 
     out = Path(out)
     if out.suffix not in FORMATS:
         raise ValueError(f"unknown video format {out.suffix or out.name!r}; use one of {', '.join(FORMATS)}")
-    traj = record_episode(agent, cfg, max_steps, seed=seed, deterministic=deterministic)
+    from stridelab.envs.registry import simulator_of
+
+    if out.suffix == ".html" and simulator_of(cfg.env) != "brax":
+        raise ValueError(f"the HTML viewer is Brax's; {cfg.env} is a Gymnasium task: write .mp4 or .gif")
+    traj = record_episode(agent, cfg, max_steps, seed=seed, deterministic=deterministic, width=width, height=height)
     if out.suffix == ".html":
         return write_html(traj, out), traj, len(traj.states)
     frames = render_frames(traj, width, height)

@@ -34,6 +34,11 @@ class RolloutStorage:
     def num_steps(self) -> int:
         return self.obs.shape[0]
 
+    def all_finite(self) -> bool:
+        """Whether every observation and reward of the rollout is a finite number."""
+        return bool(torch.isfinite(self.obs).all() and torch.isfinite(self.final_obs).all()
+                    and torch.isfinite(self.rewards).all())
+
     def finished_episodes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns and lengths of the episodes that ended during this rollout (1-D, on CPU)."""
         mask = self.dones

@@ -21,11 +21,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from stridelab.checkpoint import CKPT_DIR, atomic_torch_save, find_checkpoint, load_checkpoint, save_checkpoint
+from stridelab.checkpoint import (
+    CKPT_DIR,
+    CheckpointError,
+    all_finite,
+    atomic_torch_save,
+    check_matches,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from stridelab.config import ConfigError, TrainConfig, validate
 from stridelab.envs import make_env
 from stridelab.models import Agent
 from stridelab.rollout import ReturnNormalizer, RolloutStorage, collect, make_batch
+
+
+class NonFiniteError(RuntimeError):
+    """Updates kept producing NaN or infinite numbers; training stopped (no checkpoint was
+    written with them)."""
 
 
 class TrainingInterrupted(Exception):
@@ -97,6 +112,57 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _NonFiniteGuard:
+    """Detects NaN/inf in rollouts and updates, rolls the learner back, and gives up after
+    ``limit`` failures in a row.
+
+    Before each update it copies the learned state (weights, observation and reward
+    normalizers, optimizer moments); after the update the weights and losses must be finite,
+    else that copy is put back and the batch is dropped.
+    """
+
+    def __init__(self, limit: int, agent: Agent, algo: Any, reward_norm: Any) -> None:
+        self.limit, self.agent, self.algo, self.reward_norm = limit, agent, algo, reward_norm
+        self.in_a_row = 0
+        self.total = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        import copy
+
+        return {
+            "agent": {k: v.detach().clone() for k, v in self.agent.state_dict().items()},
+            "algo": copy.deepcopy(self.algo.state_dict()),
+            "reward_norm": None if self.reward_norm is None else copy.deepcopy(self.reward_norm.state_dict()),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.agent.load_state_dict(saved["agent"])
+        self.algo.load_state_dict(saved["algo"])
+        if self.reward_norm is not None:
+            self.reward_norm.load_state_dict(saved["reward_norm"])
+
+    def check(self, metrics: dict[str, float]) -> bool:
+        losses = [v for k, v in metrics.items() if k in ("losses/policy_loss", "losses/value_loss")]
+        return all_finite([float(v) for v in losses]) and all_finite(self.agent.state_dict())
+
+    def succeeded(self) -> None:
+        self.in_a_row = 0
+
+    def failed(self, iteration: int, what: str) -> None:
+        import warnings
+
+        self.in_a_row += 1
+        self.total += 1
+        warnings.warn(f"iteration {iteration}: NaN or infinity in {what}; update skipped and weights kept "
+                      f"({self.in_a_row} in a row, stopping at {self.limit})", RuntimeWarning, stacklevel=2)
+        if self.in_a_row >= self.limit:
+            raise NonFiniteError(
+                f"{self.limit} updates in a row hit NaN or infinity (last in {what}) at iteration {iteration}; "
+                f"the last checkpoint holds finite weights: try a smaller --learning-rate or --max-kl, "
+                f"or --reward-scale"
+            )
+
+
 def _progress_bar(cfg: TrainConfig, initial: int) -> Any:
     from tqdm.auto import tqdm
 
@@ -125,12 +191,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     global_step, iteration, wall_before = 0, 0, 0.0
     resumed: dict[str, Any] = {}
     if resume:
-        state = load_checkpoint(find_checkpoint(run_dir), map_location="cpu")
-        agent.load_state_dict(state["agent"])
-        algo.load_state_dict(state["algo"])
+        path = find_checkpoint(run_dir)
+        state = load_checkpoint(path, map_location="cpu")
+        check_matches(state, path, env.spec.name, env.spec.obs_dim, env.spec.act_dim)
+        load_weights(agent, state["agent"], path)
+        try:
+            algo.load_state_dict(state["algo"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds another algorithm's state ({e})") from None
         if reward_norm is not None and state.get("reward_normalizer") is not None:
-            reward_norm.load_state_dict(state["reward_normalizer"])
-            reward_norm.ret.zero_()  # the envs restart below
+            # The statistics carry over; the per-env running returns restart with the envs.
+            load_weights(reward_norm.rms, {k[4:]: v for k, v in state["reward_normalizer"].items()
+                                           if k.startswith("rms.")}, path)
         global_step, iteration = int(state["global_step"]), int(state["iteration"])
         wall_before = float(state.get("wall_clock", 0.0))
         _set_rng_state(state["rng"])
@@ -171,7 +243,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         fabric.log_dict(last_eval, step=global_step)
         if last_eval["eval/episodic_return"] > best_eval["return"]:  # keep the best policy seen
             best_eval["return"] = last_eval["eval/episodic_return"]
-            atomic_torch_save(checkpoint_state(), run_dir / CKPT_DIR / "best.ckpt")
+            state = checkpoint_state()
+            atomic_torch_save(state, run_dir / CKPT_DIR / "best.ckpt", check_finite=[state["agent"], state["algo"]])
         eval_seconds += time.perf_counter() - t
 
     def checkpoint_state() -> dict[str, Any]:
@@ -189,6 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                       "best_eval": best_eval["return"], "last_sps": last_sps},
         }
 
+    nonfinite = _NonFiniteGuard(cfg.max_nonfinite, agent, algo, reward_norm)
     signals = ExitStack()
     stop = signals.enter_context(_stop_on_signals())
     try:
@@ -198,10 +272,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             obs = collect(env, agent, obs, storage)
             t_rollout = time.perf_counter() - t0
             t1 = time.perf_counter()
-            rewards = None if reward_norm is None else reward_norm(storage.rewards, storage.dones)
-            batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards)
-            t2 = time.perf_counter()
-            metrics = algo.update(batch)
+            if not storage.all_finite():
+                # A simulator that blew up: keep these numbers out of the normalizers and the
+                # update, and start every env afresh.
+                nonfinite.failed(iteration, "an observation or reward of the rollout")
+                obs = env.reset(cfg.seed + 7_919 * (iteration + 1))
+                metrics, t2 = {}, time.perf_counter()
+            else:
+                saved = nonfinite.snapshot()
+                rewards = None if reward_norm is None else reward_norm(storage.rewards, storage.dones)
+                batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards)
+                t2 = time.perf_counter()
+                metrics = algo.update(batch)
+                if nonfinite.check(metrics):
+                    nonfinite.succeeded()
+                else:
+                    nonfinite.restore(saved)
+                    nonfinite.failed(iteration, "the update (loss, gradient or weights)")
+                    metrics = {}
             t_batch, t_update = t2 - t1, time.perf_counter() - t2
             if first_update_s is not None:  # steady state: the first iteration compiles
                 for key, value in (("rollout", t_rollout), ("batch", t_batch), ("update", t_update)):
@@ -213,6 +301,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             global_step += cfg.batch_size
 
             ep_ret, ep_len = storage.finished_episodes()
+            keep = torch.isfinite(ep_ret)  # a blown-up simulator's episodes are not returns
+            ep_ret, ep_len = ep_ret[keep], ep_len[keep]
             recent_returns.extend(ep_ret.tolist())
             recent_lengths.extend(ep_len.float().tolist())
             elapsed = time.perf_counter() - start

@@ -55,14 +55,15 @@ class GymnasiumVecEnv:
         num_envs: batch size ``N``.
         episode_length: time limit in steps; reaching it is a truncation.
         device: torch device the tensors are handed to.
-        render: also keep a renderer for RGB frames (``render()``), for videos.
+        render_size: ``(width, height)`` to keep a renderer for RGB frames (:meth:`render`).
     """
 
     def __init__(self, name: str, num_envs: int, episode_length: int = 1000,
-                 device: torch.device | str = "cpu", render: bool = False, **env_kwargs: Any) -> None:
+                 device: torch.device | str = "cpu", render_size: tuple[int, int] | None = None,
+                 **env_kwargs: Any) -> None:
         kwargs: dict[str, Any] = {"max_episode_steps": int(episode_length), **env_kwargs}
-        if render:
-            kwargs.update(render_mode="rgb_array", width=320, height=240)
+        if render_size is not None:
+            kwargs.update(render_mode="rgb_array", width=int(render_size[0]), height=int(render_size[1]))
         self._env = _quiet_make_vec(name, int(num_envs), **kwargs)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
@@ -120,7 +121,7 @@ class GymnasiumVecEnv:
         )
 
     def render(self) -> np.ndarray:
-        """RGB frame ``[H, W, 3]`` of the first env (needs ``render=True``)."""
+        """RGB frame ``[H, W, 3]`` of the first env (needs ``render_size``)."""
         return self._env.envs[0].render()
 
     def close(self) -> None:

@@ -47,18 +47,16 @@ def make_env(
     device: torch.device | str = "cpu",
     backend: str = "spring",
     episode_length: int = 1000,
-    render: bool = False,
 ) -> VecEnv:
     """Build ``num_envs`` copies of task ``name`` handing torch tensors on ``device``.
 
-    ``backend`` picks Brax's physics pipeline and is ignored by Gymnasium tasks; ``render``
-    asks a Gymnasium task for RGB frames (Brax tasks are rendered from their physics states).
+    ``backend`` picks Brax's physics pipeline and is ignored by Gymnasium tasks.
     """
     check_env_name(name)
     if simulator_of(name) == "gymnasium":
         from stridelab.envs.gymnasium import GymnasiumVecEnv
 
-        return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device, render=render)
+        return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device)
     from stridelab.envs.brax import BraxVecEnv
 
     return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device)

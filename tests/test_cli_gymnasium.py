@@ -1,0 +1,53 @@
+"""The same commands on a Gymnasium MuJoCo task, in subprocesses."""
+
+import json
+
+import pytest
+
+from tests.test_cli import stridelab
+
+
+@pytest.fixture(scope="module")
+def hopper_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("gym") / "trpo"
+    proc = stridelab("train", "--env", "Hopper-v5", "--algo", "trpo", "--total-steps", "2048", "--num-envs", "4",
+                     "--num-steps", "256", "--vf-epochs", "2", "--eval-episodes", "2", "--no-progress",
+                     "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_config_in_effect_is_saved_and_shown_by_eval(hopper_run):
+    saved = json.loads((hopper_run / "config.json").read_text())
+    assert saved["env"] == "Hopper-v5" and saved["normalize_reward"] is True and saved["cg_iters"] == 25
+    assert saved["num_envs"] == 4  # the flag beat the preset
+    proc = stridelab("eval", str(hopper_run), "--episodes", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(trpo, Hopper-v5, 2,048 steps)" in proc.stdout
+    assert "config: algo=trpo env=Hopper-v5" in proc.stdout and "cg_iters=25" in proc.stdout
+
+
+def test_video_of_a_gymnasium_task(hopper_run, tmp_path):
+    out = tmp_path / "hop.mp4"
+    proc = stridelab("video", str(hopper_run), "--out", str(out), "--steps", "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import imageio.v3 as iio
+
+    frames = iio.imread(out)
+    assert frames.shape[1:] == (240, 320, 3) and 2 <= frames.shape[0] <= 21
+    assert frames.std() > 5  # a picture, not a blank frame
+    html = stridelab("video", str(hopper_run), "--out", str(tmp_path / "hop.html"))
+    assert html.returncode == 2 and "HTML viewer is Brax's" in html.stderr
+    assert len(html.stderr.strip().splitlines()) == 1
+
+
+def test_envs_lists_both_simulators_with_sizes():
+    proc = stridelab("envs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert rows["ant"][:3] == ["brax", "27", "8"]
+    assert rows["swimmer"][0] == "brax"
+    assert rows["Hopper-v5"][:3] == ["gymnasium", "11", "3"]
+    assert rows["HalfCheetah-v5"][:3] == ["gymnasium", "17", "6"]
+    assert rows["Reacher-v5"][3] == "50"
+    assert len([r for r in rows.values() if r[0] == "gymnasium"]) == 11

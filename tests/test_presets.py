@@ -1,0 +1,29 @@
+"""Presets are data: simulator and task tables layer in order, flags win."""
+
+from stridelab.config import build_config, preset_for
+
+
+def test_gymnasium_tasks_take_the_gymnasium_tables():
+    ppo = build_config({"env": "Hopper-v5", "algo": "ppo"})
+    assert (ppo.num_envs, ppo.num_steps, ppo.gamma, ppo.total_steps) == (8, 256, 0.99, 1_000_000)
+    assert ppo.normalize_reward and ppo.anneal_lr and ppo.update_epochs == 10 and ppo.num_minibatches == 32
+    trpo = build_config({"env": "Hopper-v5", "algo": "trpo"})
+    assert (trpo.cg_iters, trpo.fisher_fraction, trpo.vf_epochs, trpo.max_kl) == (25, 1.0, 20, 0.01)
+
+
+def test_task_tables_override_simulator_tables():
+    assert build_config({"env": "HalfCheetah-v5", "algo": "trpo"}).max_kl == 0.04
+    assert build_config({"env": "HalfCheetah-v5", "algo": "ppo"}).max_kl == 0.01
+    assert build_config({"env": "Reacher-v5", "algo": "ppo"}).episode_length == 50
+
+
+def test_brax_tasks_keep_the_brax_tables():
+    ant = build_config({"env": "ant", "algo": "ppo"})
+    assert (ant.num_envs, ant.num_steps, ant.gamma, ant.init_std, ant.total_steps) == (2048, 16, 0.97, 0.3, 3_500_000)
+    assert not ant.normalize_reward
+    assert preset_for("swimmer", "trpo")["backend"] == "generalized"
+
+
+def test_flags_win_over_presets():
+    cfg = build_config({"env": "Hopper-v5", "algo": "ppo", "num_envs": 4, "normalize_reward": False})
+    assert cfg.num_envs == 4 and not cfg.normalize_reward and cfg.num_steps == 256
