@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     p_cmp.add_argument("--jobs", type=_number(int), default=None,
                        help="runs at once (default: one per core on CPU, pinned; one with a CUDA GPU)")
+    p_cmp.add_argument("--launcher", default="local", help="local (one run per core here) or ray (Ray tasks)")
+    p_cmp.add_argument("--ray-address", default=None, help="Ray cluster to run on (default: start a local one)")
+    p_cmp.add_argument("--ray-cpus-per-run", type=_number(float), default=1.0, help="cores each Ray task asks for")
+    p_cmp.add_argument("--ray-gpus-per-run", type=_number(float), default=0.0, help="GPUs each Ray task asks for")
     p_cmp.add_argument("--video-steps", type=_number(int), default=200, help="steps in each best-policy video (0: none)")
 
     p_rep = sub.add_parser("report", help="write report.md and report.html for a compare directory",
@@ -230,6 +234,18 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     if args.video_steps < 0:
         raise ConfigError(f"--video-steps must be >= 0, got {args.video_steps}")
     check_env_name(args.env)
+    if args.launcher not in ("local", "ray"):
+        raise unknown_choice("launcher", args.launcher, ("local", "ray"))
+    if args.launcher == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
+        if args.ray_cpus_per_run <= 0 or args.ray_gpus_per_run < 0:
+            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
+                              f"{args.ray_cpus_per_run} and {args.ray_gpus_per_run}")
+    elif args.ray_address:
+        raise ConfigError("--ray-address needs --launcher ray")
     # Validate the pass-through training flags once, for every algorithm, before any run starts.
     train_flags = _Parser(prog="stridelab compare", add_help=False)
     _add_config_flags(train_flags)
@@ -249,9 +265,15 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
                                                   "total_steps": args.total_steps, "extra": extra}, indent=2) + "\n")
     jobs = args.jobs or default_jobs()
     print(f"[compare] {len(specs)} runs ({', '.join(args.algos)} x {args.seeds} seeds) of {args.total_steps:,} steps "
-          f"on {args.env}, {jobs} at a time, into {out}", flush=True)
+          f"on {args.env}, {'as Ray tasks' if args.launcher == 'ray' else f'{jobs} at a time'}, into {out}", flush=True)
     try:
-        failed = run_grid(specs, args.env, args.total_steps, extra, jobs)
+        if args.launcher == "ray":
+            from stridelab.compare import run_grid_ray
+
+            failed = run_grid_ray(specs, args.env, args.total_steps, extra, args.ray_address,
+                                  args.ray_cpus_per_run, args.ray_gpus_per_run)
+        else:
+            failed = run_grid(specs, args.env, args.total_steps, extra, jobs)
     except KeyboardInterrupt:
         print(f"[compare] interrupted; run the same command again to continue", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ from typing import Any
 ALGOS = ("ppo", "trpo")
 BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax physics pipelines
 DEVICES = ("auto", "cpu", "cuda")
+STRATEGIES = ("auto", "ddp")
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,9 @@ class TrainConfig:
     episode_length: int = field(default=1000, metadata={"help": "time limit in steps (a truncation)"})
     seed: int = field(default=1, metadata={"help": "random seed"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu or cuda"})
+    devices: int = field(default=1, metadata={"help": "data-parallel processes on this machine (GPUs, or CPU processes)"})
+    strategy: str = field(default="auto", metadata={"help": "Lightning strategy for --devices > 1: auto (= ddp) or ddp"})
+    num_nodes: int = field(default=1, metadata={"help": "machines taking part in data-parallel training"})
     run_dir: str = field(default="", metadata={"help": "where logs and checkpoints go (default runs/<env>_<algo>_s<seed>)"})
 
     gamma: float = field(default=0.97, metadata={"help": "discount"})
@@ -142,9 +146,11 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("device", cfg.device, DEVICES)
     if cfg.backend not in BACKENDS:
         raise unknown_choice("backend", cfg.backend, BACKENDS)
+    if cfg.strategy not in STRATEGIES:
+        raise unknown_choice("strategy", cfg.strategy, STRATEGIES)
     positive_ints = ["total_steps", "num_envs", "num_steps", "episode_length", "update_epochs",
                      "num_minibatches", "cg_iters", "max_backtracks", "vf_epochs", "vf_minibatches",
-                     "checkpoint_every", "keep_checkpoints", "max_nonfinite"]
+                     "checkpoint_every", "keep_checkpoints", "max_nonfinite", "devices", "num_nodes"]
     for name in positive_ints:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,21 @@ class RunningMeanStd(nn.Module):
         self.clip = clip
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        """Merge a batch ``[B, *shape]`` into the statistics."""
+    def update(self, x: torch.Tensor, comm: Any = None) -> None:
+        """Merge a batch ``[B, *shape]`` into the statistics; with a data-parallel ``comm``
+        (:class:`stridelab.distributed.Comm`), the union of every process's batch."""
         x = x.reshape(-1, *self.mean.shape).to(torch.float64)
-        self.update_from_moments(x.mean(0), x.var(0, unbiased=False), x.shape[0])
+        if comm is None or not comm.active:
+            self.update_from_moments(x.mean(0), x.var(0, unbiased=False), x.shape[0])
+            return
+        # Centre on the running mean first (all processes hold the same one): sums of squares of
+        # small numbers keep their precision.
+        d = x - self.mean
+        n = float(comm.sum(torch.tensor([float(x.shape[0])], dtype=torch.float64, device=x.device)).item())
+        s = comm.sum(d.sum(0))
+        ss = comm.sum(d.square().sum(0))
+        mean_d = s / n
+        self.update_from_moments(self.mean + mean_d, (ss / n - mean_d.square()).clamp_min(0.0), n)
 
     @torch.no_grad()
     def update_from_moments(self, batch_mean: torch.Tensor, batch_var: torch.Tensor, batch_count: float) -> None:

@@ -7,6 +7,7 @@ update, old policy and values, GAE) -> :class:`Batch` ``[T * N, ...]`` for the u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -95,8 +96,9 @@ class ReturnNormalizer(torch.nn.Module):
     root, then clipped to ``[-clip, clip]``. Logged episode returns stay the task's own.
     """
 
-    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8, comm: Any = None) -> None:
         super().__init__()
+        self.comm = comm
         self.rms = RunningMeanStd(())
         self.register_buffer("ret", torch.zeros(num_envs, dtype=torch.float64))
         self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
@@ -111,14 +113,14 @@ class ReturnNormalizer(torch.nn.Module):
             returns[t] = ret
             ret = torch.where(dones[t], torch.zeros_like(ret), ret)
         self.ret.copy_(ret)
-        self.rms.update(returns.reshape(-1))
+        self.rms.update(returns.reshape(-1), self.comm)
         scale = torch.sqrt(self.rms.var + self.epsilon).to(rewards.dtype)
         return (rewards / scale).clamp(-self.clip, self.clip)
 
 
 @torch.no_grad()
 def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: float, reward_scale: float = 1.0,
-               update_normalizer: bool = True, rewards: torch.Tensor | None = None) -> Batch:
+               update_normalizer: bool = True, rewards: torch.Tensor | None = None, comm: Any = None) -> Batch:
     """Merge the rollout into the normalizer, then compute the old policy, values and GAE.
 
     The old policy's log-probs and values are recomputed with the updated normalizer, so the
@@ -128,7 +130,7 @@ def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: 
     T, N, obs_dim = storage.obs.shape
     obs = storage.obs.reshape(T * N, obs_dim)
     if update_normalizer:
-        agent.obs_rms.update(obs)
+        agent.obs_rms.update(obs, comm)  # with data-parallel processes: the union of their batches
     mean, std = agent.dist_params(obs)
     actions = storage.actions.reshape(T * N, -1)
     values = agent.get_value(obs)

@@ -8,6 +8,7 @@ and checkpoint every ``checkpoint_every`` iterations.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import threading
@@ -33,6 +34,7 @@ from stridelab.checkpoint import (
     save_checkpoint,
 )
 from stridelab.config import ConfigError, TrainConfig, validate
+from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import make_env
 from stridelab.models import Agent
 from stridelab.rollout import ReturnNormalizer, RolloutStorage, collect, make_batch
@@ -81,14 +83,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def make_algo(agent: Agent, cfg: TrainConfig) -> Any:
+def make_algo(agent: Agent, cfg: TrainConfig, comm: Comm = SINGLE) -> Any:
     if cfg.algo == "ppo":
         from stridelab.algos.ppo import PPO
 
-        return PPO(agent, cfg)
+        return PPO(agent, cfg, comm)
     from stridelab.algos.trpo import TRPOAgent
 
-    return TRPOAgent(agent, cfg)
+    return TRPOAgent(agent, cfg, comm)
 
 
 def make_agent(cfg: TrainConfig, spec: Any) -> Agent:
@@ -121,8 +123,8 @@ class _NonFiniteGuard:
     else that copy is put back and the batch is dropped.
     """
 
-    def __init__(self, limit: int, agent: Agent, algo: Any, reward_norm: Any) -> None:
-        self.limit, self.agent, self.algo, self.reward_norm = limit, agent, algo, reward_norm
+    def __init__(self, limit: int, agent: Agent, algo: Any, reward_norm: Any, comm: Comm = SINGLE) -> None:
+        self.limit, self.agent, self.algo, self.reward_norm, self.comm = limit, agent, algo, reward_norm, comm
         self.in_a_row = 0
         self.total = 0
 
@@ -143,7 +145,8 @@ class _NonFiniteGuard:
 
     def check(self, metrics: dict[str, float]) -> bool:
         losses = [v for k, v in metrics.items() if k in ("losses/policy_loss", "losses/value_loss")]
-        return all_finite([float(v) for v in losses]) and all_finite(self.agent.state_dict())
+        ok = all_finite([float(v) for v in losses]) and all_finite(self.agent.state_dict())
+        return self.comm.all_true(ok)  # every process rolls back together
 
     def succeeded(self) -> None:
         self.in_a_row = 0
@@ -163,11 +166,11 @@ class _NonFiniteGuard:
             )
 
 
-def _progress_bar(cfg: TrainConfig, initial: int) -> Any:
+def _progress_bar(cfg: TrainConfig, initial: int, enabled: bool = True) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=cfg.total_steps, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
-                disable=not cfg.progress, desc=f"{cfg.algo} {cfg.env} s{cfg.seed}")
+                disable=not (cfg.progress and enabled), desc=f"{cfg.algo} {cfg.env} s{cfg.seed}")
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
@@ -180,13 +183,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = TensorBoardLogger(root_dir=str(run_dir), name="tb", version="")
-    fabric = Fabric(accelerator=device, devices=1, loggers=[logger])
-    fabric.seed_everything(cfg.seed, verbose=False)
+    world = cfg.devices * cfg.num_nodes
+    strategy = "ddp" if world > 1 and cfg.strategy == "auto" else cfg.strategy
+    fabric = Fabric(accelerator=device, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
+                    loggers=[logger])
+    if world > 1:
+        # Starts the other processes (re-running this command with their rank set) and joins
+        # the process group; each process then runs this function with its own share of envs.
+        fabric.launch()
+        if device == "cpu":  # processes on one machine share its cores
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // cfg.devices)
+                                  if hasattr(os, "sched_getaffinity") else 1)
+    comm = Comm.from_fabric(fabric)
+    rank0 = fabric.is_global_zero
+    fabric.seed_everything(cfg.seed, verbose=False)  # the same initial weights in every process
 
     env = make_env(cfg.env, cfg.num_envs, device=fabric.device, backend=cfg.backend, episode_length=cfg.episode_length)
     agent = make_agent(cfg, env.spec).to(fabric.device)
-    algo = make_algo(agent, cfg)
-    reward_norm = ReturnNormalizer(cfg.num_envs, cfg.gamma).to(fabric.device) if cfg.normalize_reward else None
+    algo = make_algo(agent, cfg, comm)
+    reward_norm = (ReturnNormalizer(cfg.num_envs, cfg.gamma, comm=comm).to(fabric.device)
+                   if cfg.normalize_reward else None)
+    if comm.active:  # ... but each process its own actions and envs
+        fabric.seed_everything(cfg.seed + 1_009 * comm.rank, verbose=False)
+    env_seed = cfg.seed + 7_777_777 * comm.rank
+    steps_per_iter = cfg.batch_size * comm.world_size  # env steps of all processes together
+    num_iterations = max(1, cfg.total_steps // steps_per_iter)
 
     global_step, iteration, wall_before = 0, 0, 0.0
     resumed: dict[str, Any] = {}
@@ -207,12 +228,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         wall_before = float(state.get("wall_clock", 0.0))
         _set_rng_state(state["rng"])
         resumed = state.get("stats", {})
-    cfg.save(run_dir / "config.json")  # the config in effect (a resume may extend total_steps)
+    if rank0:
+        cfg.save(run_dir / "config.json")  # the config in effect (a resume may extend total_steps)
     if not resume:
         logger.log_hyperparams({k: (str(v) if v is None else v) for k, v in cfg.to_dict().items()})
 
     # After a resume the envs restart from fresh states drawn from a seed tied to the iteration.
-    obs = env.reset(cfg.seed + 1_000_003 * iteration)
+    obs = env.reset(env_seed + 1_000_003 * iteration)
     storage = RolloutStorage(cfg.num_steps, cfg.num_envs, env.spec.obs_dim, env.spec.act_dim, fabric.device)
     recent_returns: deque[float] = deque(resumed.get("recent_returns", []), maxlen=100)
     recent_lengths: deque[float] = deque(resumed.get("recent_lengths", []), maxlen=100)
@@ -221,7 +243,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     first_update_s: float | None = None
     steady_start, steady_eval0 = start, 0.0
     phase_seconds = {"rollout": 0.0, "batch": 0.0, "update": 0.0}
-    bar = _progress_bar(cfg, global_step)
+    bar = _progress_bar(cfg, global_step, enabled=rank0)
     eval_env = None
     eval_seconds = 0.0
     best_eval = {"return": float(resumed.get("best_eval", float("-inf")))}
@@ -262,26 +284,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                       "best_eval": best_eval["return"], "last_sps": last_sps},
         }
 
-    nonfinite = _NonFiniteGuard(cfg.max_nonfinite, agent, algo, reward_norm)
+    nonfinite = _NonFiniteGuard(cfg.max_nonfinite, agent, algo, reward_norm, comm)
     signals = ExitStack()
     stop = signals.enter_context(_stop_on_signals())
     try:
-        while iteration < cfg.num_iterations:
-            algo.set_progress(iteration / cfg.num_iterations)
+        while iteration < num_iterations:
+            algo.set_progress(iteration / num_iterations)
             t0 = time.perf_counter()
             obs = collect(env, agent, obs, storage)
             t_rollout = time.perf_counter() - t0
             t1 = time.perf_counter()
-            if not storage.all_finite():
+            if not comm.all_true(storage.all_finite()):
                 # A simulator that blew up: keep these numbers out of the normalizers and the
                 # update, and start every env afresh.
                 nonfinite.failed(iteration, "an observation or reward of the rollout")
-                obs = env.reset(cfg.seed + 7_919 * (iteration + 1))
+                obs = env.reset(env_seed + 7_919 * (iteration + 1))
                 metrics, t2 = {}, time.perf_counter()
             else:
                 saved = nonfinite.snapshot()
                 rewards = None if reward_norm is None else reward_norm(storage.rewards, storage.dones)
-                batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards)
+                batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards,
+                                   comm=comm)
                 t2 = time.perf_counter()
                 metrics = algo.update(batch)
                 if nonfinite.check(metrics):
@@ -298,7 +321,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                 first_update_s = time.perf_counter() - start
                 steady_start, steady_eval0 = time.perf_counter(), eval_seconds
             iteration += 1
-            global_step += cfg.batch_size
+            global_step += steps_per_iter
 
             ep_ret, ep_len = storage.finished_episodes()
             keep = torch.isfinite(ep_ret)  # a blown-up simulator's episodes are not returns
@@ -322,19 +345,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                 metrics["charts/episodic_length"] = float(ep_len.float().mean())
             fabric.log_dict(metrics, step=global_step)
 
-            bar.update(cfg.batch_size)
-            if cfg.eval_episodes and cfg.eval_every and (global_step // cfg.eval_every) > ((global_step - cfg.batch_size) // cfg.eval_every):
-                if iteration < cfg.num_iterations:  # the final evaluation follows the loop
+            bar.update(steps_per_iter)
+            if cfg.eval_episodes and cfg.eval_every and (global_step // cfg.eval_every) > ((global_step - steps_per_iter) // cfg.eval_every):
+                if iteration < num_iterations and rank0:  # the final evaluation follows the loop
                     run_eval()
             bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{np.mean(recent_returns):.0f}" if recent_returns else "-",
                             eval=f"{last_eval['eval/episodic_return']:.0f}" if last_eval else "-")
-            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.num_iterations or stop["signum"]:
-                path = save_checkpoint(run_dir, checkpoint_state(), global_step, cfg.keep_checkpoints)
-                if stop["signum"]:
+            stopping = comm.any_true(stop["signum"] is not None)  # every process stops together
+            if iteration % cfg.checkpoint_every == 0 or iteration == num_iterations or stopping:
+                path = run_dir / CKPT_DIR / "last.ckpt"
+                if rank0:
+                    path = save_checkpoint(run_dir, checkpoint_state(), global_step, cfg.keep_checkpoints)
+                if stopping:
                     logger.finalize("interrupted")
-                    raise TrainingInterrupted(stop["signum"], path)
-        if cfg.eval_episodes > 0:
+                    raise TrainingInterrupted(stop["signum"] or signal.SIGTERM, path)
+        if cfg.eval_episodes > 0 and rank0:
             run_eval()
+        param_diff = _max_param_difference(agent, comm)
     finally:
         signals.close()
         bar.close()
@@ -350,14 +377,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         "charts/SPS": last_sps if global_step == start_step
         else (global_step - start_step) / max(time.perf_counter() - start - eval_seconds, 1e-9),
         "time/first_update_s": float(first_update_s or 0.0),
-        "time/steady_sps": last_sps if global_step - start_step <= cfg.batch_size
-        else (global_step - start_step - cfg.batch_size)
+        "time/steady_sps": last_sps if global_step - start_step <= steps_per_iter
+        else (global_step - start_step - steps_per_iter)
         / max(time.perf_counter() - steady_start - (eval_seconds - steady_eval0), 1e-9),
         **{f"time/{k}_s": v for k, v in phase_seconds.items()},
         "time/wall_clock_s": wall_before + time.perf_counter() - start,
     }
     summary.update(last_eval)
     summary["time/eval_s"] = eval_seconds
+    if comm.active:
+        summary["ddp/world_size"] = float(comm.world_size)
+        summary["ddp/max_param_difference"] = param_diff
     logger.finalize("success")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if rank0:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _max_param_difference(agent: Agent, comm: Comm) -> float:
+    """Largest difference between this process's weights and their mean over processes: 0
+    when data-parallel training kept every copy the same, as it must."""
+    if not comm.active:
+        return 0.0
+    flat = torch.cat([p.detach().reshape(-1).double() for p in agent.parameters()])
+    return float((comm.mean(flat) - flat).abs().max())

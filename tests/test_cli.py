@@ -84,6 +84,23 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
     (["train", "--learning-rate", "nan"], "expected a finite number"),
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval", "/nonexistent/run"], "does not exist"),
+    (["train", "--total-steps", "-5"], "--total-steps must be a positive integer"),
+    (["train", "--total-steps", "1e6x"], "invalid"),
+    (["train", "--total-steps", "100"], "less than one batch"),
+    (["train", "--clip-coef", "0"], "--clip-coef must be a finite number > 0"),
+    (["train", "--max-kl", "inf"], "expected a finite number"),
+    (["train", "--fisher-fraction", "1.5"], "--fisher-fraction must be in (0, 1]"),
+    (["train", "--init-std", "0"], "--init-std must be a finite number > 0.001"),
+    (["train", "--ent-coef", "-1"], "--ent-coef must be a finite number >= 0"),
+    (["train", "--gae-lambda", "-0.1"], "--gae-lambda must be in [0, 1]"),
+    (["train", "--max-nonfinite", "0"], "--max-nonfinite must be a positive integer"),
+    (["train", "--env", "hopper-v5"], "did you mean 'Hopper-v5'"),
+    (["train", "--resume", "/nonexistent/run"], "does not exist"),
+    (["eval", "/nonexistent/run", "--episodes", "0"], "--episodes must be a positive integer"),
+    (["video", "/nonexistent/run", "--out", "walk.avi"], "unknown video format"),
+    (["compare", "--algos", "ppo", "ppo"], "lists an algorithm twice"),
+    (["compare", "--seeds", "0"], "--seeds must be a positive integer"),
+    (["compare", "--algos", "sac"], "unknown algo 'sac'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, needle):
     proc = stridelab(*args, timeout=120)
@@ -173,3 +190,13 @@ def test_compare_refuses_to_mix_budgets(tmp_path):
                      timeout=120)
     assert proc.returncode == 2
     assert "was trained with --total-steps 1000000, not 2000000" in proc.stderr
+
+
+def test_cuda_asked_for_without_cuda_is_one_line_and_exit_code_2():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = stridelab("train", "--device", "cuda", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--device cuda was asked for but no CUDA device is available" in proc.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from stridelab.algos.ppo import normalize_advantages
 from stridelab.config import TrainConfig
+from stridelab.distributed import SINGLE, Comm, normalize_advantages
 from stridelab.models import Agent
 from stridelab.ops import explained_variance, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
 from stridelab.optim import TRPO
@@ -18,15 +18,20 @@ class TRPOAgent:
     Per batch: one TRPO step on the importance-sampled surrogate ``-mean(ratio * A)`` under
     ``mean KL(old || new) <= max_kl``, then the value net is fitted separately with
     ``vf_epochs`` Adam epochs of ``vf_minibatches`` minibatches.
+
+    With data-parallel processes (``comm``) the TRPO step averages the gradient, the
+    Fisher-vector products and the line search over processes, and the critic's gradients are
+    averaged, so every process keeps the same weights.
     """
 
     name = "trpo"
 
-    def __init__(self, agent: Agent, cfg: TrainConfig) -> None:
-        self.agent, self.cfg = agent, cfg
+    def __init__(self, agent: Agent, cfg: TrainConfig, comm: Comm = SINGLE) -> None:
+        self.agent, self.cfg, self.comm = agent, cfg, comm
         self.policy_optimizer = TRPO(agent.policy.parameters(), max_kl=cfg.max_kl, damping=cfg.damping,
                                      cg_iters=cfg.cg_iters, backtrack_ratio=cfg.backtrack_ratio,
-                                     max_backtracks=cfg.max_backtracks)
+                                     max_backtracks=cfg.max_backtracks,
+                                     reduce=comm.mean if comm.active else None)
         self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate, eps=1e-5,
                                                 fused=True)
 
@@ -44,7 +49,7 @@ class TRPOAgent:
         return float(self.value_optimizer.param_groups[0]["lr"])
 
     def update_policy(self, batch: Batch, obs_n: torch.Tensor) -> dict[str, float]:
-        adv = normalize_advantages(batch.advantages) if self.cfg.norm_adv else batch.advantages
+        adv = normalize_advantages(batch.advantages, self.comm) if self.cfg.norm_adv else batch.advantages
         policy = self.agent.policy
 
         def closure() -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +99,7 @@ class TRPOAgent:
                 loss = value_loss(value(obs_n[idx]), batch.returns[idx])
                 self.value_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self.comm.average_gradients(list(value.parameters()))
                 torch.nn.utils.clip_grad_norm_(value.parameters(), cfg.max_grad_norm)
                 self.value_optimizer.step()
                 total += loss.detach()

@@ -58,17 +58,21 @@ def set_flat_params(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
 
 
 def fisher_vector_product(
-    kl: torch.Tensor, params: Sequence[torch.Tensor], damping: float
+    kl: torch.Tensor, params: Sequence[torch.Tensor], damping: float,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> (H_KL + damping I) v``: Hessian-vector products of the mean KL by double backprop.
 
     At ``new == old`` the Hessian of ``KL(old || new)`` is the Fisher information matrix of the
     policy, so this is the Fisher-vector product TRPO needs (Schulman et al. 2015, appendix C).
+    ``reduce`` averages ``H v`` over data-parallel processes before the damping is added.
     """
     grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         hv = flat_grad(grad_kl.dot(v), params, retain_graph=True)
+        if reduce is not None:
+            hv = reduce(hv)
         return hv + damping * v
 
     return fvp

@@ -47,6 +47,10 @@ class TRPO(torch.optim.Optimizer):
         cg_iters: conjugate gradient iterations.
         backtrack_ratio: step shrink factor per line-search step, in ``(0, 1)``.
         max_backtracks: line-search steps tried (the full step included).
+        reduce: for data-parallel training, a function returning the mean of a tensor over the
+            processes (e.g. :meth:`stridelab.distributed.Comm.mean`). It is applied to the
+            gradient, to every Fisher-vector product and to the line search's loss and KL, so
+            every process computes the same step from its own share of the batch.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class TRPO(torch.optim.Optimizer):
         cg_iters: int = 10,
         backtrack_ratio: float = 0.8,
         max_backtracks: int = 10,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if not (math.isfinite(max_kl) and max_kl > 0):
             raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}")
@@ -73,6 +78,7 @@ class TRPO(torch.optim.Optimizer):
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("TRPO takes one parameter group: the trust region is on the whole policy")
+        self._reduce = reduce if reduce is not None else (lambda t: t)
 
     def _params(self) -> list[torch.Tensor]:
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -98,11 +104,12 @@ class TRPO(torch.optim.Optimizer):
         params = self._params()
         max_kl = group["max_kl"]
 
+        reduce = self._reduce
         with torch.enable_grad():
             loss, kl = closure()
-            g = flat_grad(loss, params, retain_graph=fisher_closure is None)
+            g = reduce(flat_grad(loss, params, retain_graph=fisher_closure is None))
             fisher_kl = kl if fisher_closure is None else fisher_closure()
-            fvp = fisher_vector_product(fisher_kl, params, group["damping"])
+            fvp = fisher_vector_product(fisher_kl, params, group["damping"], reduce=self._reduce)
             x, residual = conjugate_gradient(fvp, g, iters=group["cg_iters"])
             shs = x.dot(fvp(x))
         step_dir = -x
@@ -110,7 +117,7 @@ class TRPO(torch.optim.Optimizer):
         scale = torch.sqrt(2.0 * max_kl / shs) if shs > 0 else torch.zeros_like(shs)
         full_step = scale * step_dir
         expected = -g.dot(full_step)
-        loss_before = loss.detach()
+        loss_before = reduce(loss.detach())
 
         old = flat_params(params)
         info = {
@@ -130,7 +137,7 @@ class TRPO(torch.optim.Optimizer):
         for i in range(group["max_backtracks"]):
             set_flat_params(params, old + frac * full_step)
             with torch.no_grad():
-                new_loss, new_kl = closure()
+                new_loss, new_kl = (reduce(t) for t in closure())
             if bool(torch.isfinite(new_loss)) and new_kl <= max_kl and new_loss < loss_before:
                 info.update(accepted=1.0, backtracks=float(i), kl=float(new_kl), loss_after=float(new_loss),
                             step_norm=float(frac * full_step.norm()))

@@ -1,0 +1,205 @@
+"""Nothing lost: the NaN guard, finite-only checkpoints, damaged and mismatched checkpoints,
+kill -9 and resume, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import stridelab.train as train_mod
+from stridelab.checkpoint import CheckpointError, all_finite, atomic_torch_save, load_checkpoint
+from stridelab.config import build_config
+from stridelab.report import read_scalars
+from tests.test_cli import SMALL, stridelab
+
+TINY = {"env": "InvertedPendulum-v5", "num_envs": 4, "num_steps": 64, "num_minibatches": 4, "update_epochs": 2,
+        "vf_minibatches": 4, "vf_epochs": 2, "eval_episodes": 0, "progress": False, "checkpoint_every": 1,
+        "keep_checkpoints": 100, "seed": 5}
+
+
+def tiny(tmp_path, algo="ppo", **kw):
+    return build_config({**TINY, "algo": algo, "total_steps": 2048, "run_dir": str(tmp_path / algo), **kw})
+
+
+class NaNObs:
+    """Wraps an env; from step ``start`` for ``count`` steps, env 0's observation is NaN."""
+
+    def __init__(self, env, start, count):
+        self.env, self.start, self.count, self.t = env, start, count, 0
+        self.spec, self.num_envs, self.device = env.spec, env.num_envs, env.device
+
+    def reset(self, seed):
+        return self.env.reset(seed)
+
+    def step(self, action):
+        res = self.env.step(action)
+        self.t += 1
+        if self.start <= self.t < self.start + self.count:
+            res.obs[0] = float("nan")
+        return res
+
+    def close(self):
+        self.env.close()
+
+
+def all_checkpoints_finite(run_dir):
+    files = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    assert files
+    for f in files:
+        state = torch.load(f, weights_only=False)
+        assert all_finite([state["agent"], state["algo"]]), f
+
+
+def test_nan_observations_skip_the_update_and_training_goes_on(tmp_path, monkeypatch):
+    real = train_mod.make_env
+    monkeypatch.setattr(train_mod, "make_env", lambda *a, **k: NaNObs(real(*a, **k), start=130, count=3))
+    cfg = tiny(tmp_path)
+    with pytest.warns(RuntimeWarning, match="NaN or infinity in an observation or reward"):
+        summary = train_mod.train(cfg)
+    assert summary["global_step"] == 2048
+    all_checkpoints_finite(tmp_path / "ppo")
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_updates_that_poison_the_weights_are_rolled_back_then_training_stops(tmp_path, monkeypatch, algo):
+    cls = train_mod.make_algo(train_mod.Agent(4, 1), tiny(tmp_path, algo)).__class__
+    real_update = cls.update
+    calls = []
+
+    def poisoned(self, batch, *a, **k):
+        metrics = real_update(self, batch, *a, **k)
+        calls.append(1)
+        if len(calls) >= 3:  # from the third update on, the weights come out NaN
+            with torch.no_grad():
+                next(self.agent.value.parameters()).fill_(float("nan"))
+        return metrics
+
+    monkeypatch.setattr(cls, "update", poisoned)
+    with pytest.warns(RuntimeWarning, match="update skipped"):
+        with pytest.raises(train_mod.NonFiniteError, match="3 updates in a row"):
+            train_mod.train(tiny(tmp_path, algo, max_nonfinite=3))
+    all_checkpoints_finite(tmp_path / algo)
+    last = load_checkpoint(tmp_path / algo / "checkpoints" / "last.ckpt")
+    assert last["iteration"] == 4  # 2 good updates, then 2 rolled back and checkpointed, the 3rd stops
+
+
+def test_a_non_finite_state_is_never_written(tmp_path):
+    good = {"agent": {"w": torch.ones(3)}}
+    atomic_torch_save(good, tmp_path / "a.ckpt", check_finite=good)
+    bad = {"agent": {"w": torch.tensor([1.0, float("inf")])}}
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        atomic_torch_save(bad, tmp_path / "a.ckpt", check_finite=bad)
+    assert torch.equal(torch.load(tmp_path / "a.ckpt")["agent"]["w"], torch.ones(3))  # the good one stays
+
+
+def _scalars_without_timing(run_dir):
+    return {k: v for k, v in read_scalars(str(run_dir)).items()
+            if k.startswith(("losses/", "trpo/")) or k in ("charts/episodic_return", "eval/episodic_return")}
+
+
+@pytest.mark.parametrize("algo,env", [("ppo", "ant"), ("trpo", "InvertedPendulum-v5")])
+def test_same_seed_same_metrics(tmp_path, algo, env):
+    extra = {"num_envs": 32, "num_steps": 16} if env == "ant" else {}
+    runs = []
+    for i in range(2):
+        cfg = tiny(tmp_path / str(i), algo, env=env, total_steps=1536, eval_episodes=2, eval_every=1024, **extra)
+        train_mod.train(cfg)
+        runs.append(_scalars_without_timing(cfg.run_dir))
+    assert runs[0] == runs[1]
+    assert len(runs[0]["losses/value_loss"]) == cfg.num_iterations >= 3
+
+
+# --- damaged and mismatched checkpoints, through the CLI --------------------------------------
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("good") / "run"
+    proc = stridelab("train", "--env", "InvertedPendulum-v5", "--total-steps", "1024", "--num-envs", "4",
+                     "--num-steps", "128", "--eval-episodes", "0", "--no-progress", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def _damage(run, tmp_path, how):
+    import shutil
+
+    bad = tmp_path / how
+    shutil.copytree(run, bad)
+    ckpt = bad / "checkpoints" / "last.ckpt"
+    data = ckpt.read_bytes()
+    if how == "empty":
+        ckpt.write_bytes(b"")
+    elif how == "truncated":
+        ckpt.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        ckpt.write_bytes(os.urandom(4096))
+    elif how == "not_a_checkpoint":
+        torch.save({"weights": [1, 2, 3]}, ckpt)
+    elif how == "nan_weights":
+        state = torch.load(ckpt, weights_only=False)
+        next(iter(state["agent"].values())).fill_(float("nan"))
+        torch.save(state, ckpt)
+    elif how == "other_sizes":  # a checkpoint whose network does not fit its task
+        state = torch.load(ckpt, weights_only=False)
+        state["env_spec"]["obs_dim"] = 11
+        torch.save(state, ckpt)
+    return bad
+
+
+def _one_line_exit_2(proc, needle):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "arning" not in ln]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("how,needle", [
+    ("empty", "is damaged or not a stridelab checkpoint"),
+    ("truncated", "is damaged or not a stridelab checkpoint"),
+    ("garbage", "is damaged or not a stridelab checkpoint"),
+    ("not_a_checkpoint", "is not a stridelab checkpoint (missing agent"),
+    ("nan_weights", "holds NaN or infinite weights"),
+    ("other_sizes", "does not fit this network"),
+])
+def test_damaged_checkpoints_give_one_line_and_exit_2(good_run, tmp_path, how, needle):
+    bad = _damage(good_run, tmp_path, how)
+    _one_line_exit_2(stridelab("eval", str(bad), "--episodes", "1", timeout=180), needle)
+    _one_line_exit_2(stridelab("train", "--resume", str(bad), "--no-progress", timeout=180), needle)
+
+
+def test_resuming_with_another_task_is_refused(good_run):
+    proc = stridelab("train", "--resume", str(good_run), "--env", "Hopper-v5", "--no-progress", timeout=180)
+    _one_line_exit_2(proc, "is for task 'InvertedPendulum-v5' (obs 4, act 1), not 'Hopper-v5' (obs 11, act 3)")
+
+
+# --- kill -9 mid-run, then resume -----------------------------------------------------------
+
+def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
+    run = tmp_path / "killed"
+    every = 2  # iterations between checkpoints; an iteration is 512 env steps
+    proc = subprocess.Popen([sys.executable, "-m", "stridelab", "train", "--total-steps", "100000000",
+                             "--run-dir", str(run), *SMALL[:-2], "--checkpoint-every", str(every)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(list((run / "checkpoints").glob("step_*.ckpt"))) < 3:
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read()[-2000:] if proc.poll() else ""
+        time.sleep(0.2)
+    time.sleep(0.7)  # somewhere between two checkpoints
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    logged = max(s for s, _ in read_scalars(str(run))["charts/SPS"])
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert logged - saved <= every * 512, (logged, saved)  # at most one interval of work lost
+
+    target = logged + 2048
+    resumed = stridelab("train", "--resume", str(run), "--total-steps", str(target), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [s for s, _ in read_scalars(str(run))["charts/SPS"]]
+    assert steps == list(range(512, target + 1, 512))  # one continuous curve, no gap, no step twice
+    assert json.loads((run / "summary.json").read_text())["global_step"] == target
