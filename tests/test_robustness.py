@@ -159,18 +159,19 @@ def _one_line_exit_2(proc, needle):
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("how,needle", [
-    ("empty", "is damaged or not a stridelab checkpoint"),
-    ("truncated", "is damaged or not a stridelab checkpoint"),
-    ("garbage", "is damaged or not a stridelab checkpoint"),
-    ("not_a_checkpoint", "is not a stridelab checkpoint (missing agent"),
-    ("nan_weights", "holds NaN or infinite weights"),
-    ("other_sizes", "does not fit this network"),
+@pytest.mark.parametrize("how,needle,resume_needle", [
+    ("empty", "is damaged or not a stridelab checkpoint", None),
+    ("truncated", "is damaged or not a stridelab checkpoint", None),
+    ("garbage", "is damaged or not a stridelab checkpoint", None),
+    ("not_a_checkpoint", "is not a stridelab checkpoint (missing agent", None),
+    ("nan_weights", "holds NaN or infinite weights", None),
+    # eval builds the network the checkpoint describes; resume checks it against the task first
+    ("other_sizes", "does not fit this network", "(obs 11, act 1), not 'InvertedPendulum-v5' (obs 4, act 1)"),
 ])
-def test_damaged_checkpoints_give_one_line_and_exit_2(good_run, tmp_path, how, needle):
+def test_damaged_checkpoints_give_one_line_and_exit_2(good_run, tmp_path, how, needle, resume_needle):
     bad = _damage(good_run, tmp_path, how)
     _one_line_exit_2(stridelab("eval", str(bad), "--episodes", "1", timeout=180), needle)
-    _one_line_exit_2(stridelab("train", "--resume", str(bad), "--no-progress", timeout=180), needle)
+    _one_line_exit_2(stridelab("train", "--resume", str(bad), "--no-progress", timeout=180), resume_needle or needle)
 
 
 def test_resuming_with_another_task_is_refused(good_run):

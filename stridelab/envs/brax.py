@@ -142,6 +142,11 @@ class BraxVecEnv:
         self.backend = backend
         # Decided once, not per step: does an action need a host copy to reach JAX?
         self._via_host = self.device.type == "cuda" and jax.devices()[0].platform != "gpu"
+        # With several GPUs (one data-parallel process each), JAX computes on the GPU torch uses.
+        self._jax_device = None
+        if self.device.type == "cuda" and not self._via_host:
+            gpus = jax.devices("gpu")
+            self._jax_device = gpus[min(self.device.index or 0, len(gpus) - 1)]
         limits = self._action_limits()
         self.spec = EnvSpec(
             name=name,
@@ -204,7 +209,10 @@ class BraxVecEnv:
     # --- torch-facing API ------------------------------------------------------------------
 
     def reset(self, seed: int) -> torch.Tensor:
-        self._carry = self._reset_fn(jax.random.PRNGKey(seed))
+        key = jax.random.PRNGKey(seed)
+        if self._jax_device is not None:  # the rest follows the carry's device
+            key = jax.device_put(key, self._jax_device)
+        self._carry = self._reset_fn(key)
         return _jax_to_torch(self._carry[0].obs, self.device)
 
     def step(self, action: torch.Tensor) -> StepResult:
