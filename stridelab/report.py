@@ -234,7 +234,7 @@ def _fmt(x: float, digits: int = 0) -> str:
 
 
 HYPERPARAMETERS = ["total_steps", "num_envs", "num_steps", "episode_length", "backend", "gamma", "gae_lambda",
-                   "init_std", "reward_scale", "norm_adv", "learning_rate", "anneal_lr", "update_epochs",
+                   "init_std", "reward_scale", "normalize_reward", "norm_adv", "learning_rate", "anneal_lr", "update_epochs",
                    "num_minibatches", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "max_kl",
                    "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
                    "vf_learning_rate", "vf_epochs", "vf_minibatches", "eval_every", "eval_episodes"]
@@ -291,7 +291,11 @@ def build_report(out: Path) -> dict[str, Any]:
                            f"{_fmt(float(np.mean(wall)) / 60, 1)} min"])
 
     hp_rows = []
+    from stridelab.envs.registry import simulator_of
+
     for key in HYPERPARAMETERS:
+        if key == "backend" and simulator_of(env) != "brax":  # Brax's physics pipeline only
+            continue
         cells = []
         for algo, rs in groups.items():
             only = {k for a, ks in ALGO_ONLY.items() if a != algo for k in ks}

@@ -85,7 +85,7 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval", "/nonexistent/run"], "does not exist"),
     (["train", "--total-steps", "-5"], "--total-steps must be a positive integer"),
-    (["train", "--total-steps", "1e6x"], "invalid"),
+    (["train", "--total-steps", "1e6x"], "expected an integer, got '1e6x'"),
     (["train", "--total-steps", "100"], "less than one batch"),
     (["train", "--clip-coef", "0"], "--clip-coef must be a finite number > 0"),
     (["train", "--max-kl", "inf"], "expected a finite number"),
