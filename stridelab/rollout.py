@@ -46,12 +46,35 @@ class RolloutStorage:
         return self.ep_returns[mask].cpu(), self.ep_lengths[mask].cpu()
 
 
+def can_fuse(env: VecEnv, agent: Agent) -> bool:
+    """Whether ``env`` can run a whole rollout of ``agent`` in one compiled program (Brax)."""
+    if not hasattr(env, "rollout"):
+        return False
+    from stridelab.envs import jax_policy
+
+    return jax_policy.supports(agent)
+
+
 @torch.no_grad()
-def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage, fused_seed: int | None = None
+            ) -> torch.Tensor:
     """Run ``T`` steps of the stochastic policy from ``obs [N, obs_dim]``; returns the next obs.
 
     The normalizer stays frozen during the rollout, so every step sees the same statistics.
+    With ``fused_seed`` (envs for which :func:`can_fuse` holds) the ``T`` steps run as one
+    compiled program, the policy's noise drawn from that seed; otherwise step by step from Python.
     """
+    if fused_seed is not None:
+        r = env.rollout(agent, storage.num_steps, fused_seed)
+        storage.obs.copy_(r["obs"])
+        storage.actions.copy_(r["u"])
+        storage.rewards.copy_(r["reward"])
+        storage.terminated.copy_(r["terminated"])
+        torch.logical_or(r["terminated"], r["truncated"], out=storage.dones)
+        storage.final_obs.copy_(r["final_obs"])
+        storage.ep_returns.copy_(r["episode_return"])
+        storage.ep_lengths.copy_(r["episode_length"])
+        return r["next_obs"]
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
         storage.obs[t] = obs  # before the step: the env may reuse the buffer ``obs`` views

@@ -37,7 +37,7 @@ from stridelab.config import ConfigError, TrainConfig, validate
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import make_env
 from stridelab.models import Agent
-from stridelab.rollout import ReturnNormalizer, RolloutStorage, collect, make_batch
+from stridelab.rollout import ReturnNormalizer, RolloutStorage, can_fuse, collect, make_batch
 
 
 class NonFiniteError(RuntimeError):
@@ -284,6 +284,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                       "best_eval": best_eval["return"], "last_sps": last_sps},
         }
 
+    fused = cfg.fused_rollout and can_fuse(env, agent)
     nonfinite = _NonFiniteGuard(cfg.max_nonfinite, agent, algo, reward_norm, comm)
     signals = ExitStack()
     stop = signals.enter_context(_stop_on_signals())
@@ -291,7 +292,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         while iteration < num_iterations:
             algo.set_progress(iteration / num_iterations)
             t0 = time.perf_counter()
-            obs = collect(env, agent, obs, storage)
+            # The fused rollout's noise seed comes from torch's generator: runs stay reproducible
+            # and a resume (which restores that generator) continues the same stream.
+            fused_seed = int(torch.randint(2**31 - 1, ()).item()) if fused else None
+            obs = collect(env, agent, obs, storage, fused_seed)
             t_rollout = time.perf_counter() - t0
             t1 = time.perf_counter()
             if not comm.all_true(storage.all_finite()):

@@ -161,6 +161,7 @@ class BraxVecEnv:
         self._carry: tuple | None = None
         self._reset_fn = jax.jit(self._reset_impl)
         self._step_fn = jax.jit(self._step_impl, donate_argnums=0)
+        self._rollout_fns: dict[tuple, Any] = {}
 
     def _action_limits(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Brax envs act in [-1, 1]: those with other actuator ranges (humanoid, pusher,
@@ -223,6 +224,44 @@ class BraxVecEnv:
             _jax_to_torch(x, self.device) for x in out
         )
         return StepResult(obs, reward, terminated, truncated, final_obs, ep_ret, ep_len)
+
+    def rollout(self, agent: Any, num_steps: int, seed: int) -> dict[str, torch.Tensor]:
+        """``num_steps`` steps of ``agent``'s stochastic policy in one compiled program.
+
+        The policy's forward pass runs inside the jitted loop (:mod:`stridelab.envs.jax_policy`)
+        on weights handed over once; the noise comes from a JAX key made from ``seed``. Returns
+        ``[T, N, ...]`` tensors: ``obs`` (seen before each step), ``u`` (the unclipped samples),
+        ``reward``, ``terminated``, ``truncated``, ``final_obs``, ``episode_return``,
+        ``episode_length``, and ``next_obs [N, obs_dim]`` to continue from.
+        """
+        from stridelab.envs import jax_policy
+
+        if self._carry is None:
+            raise RuntimeError("call reset(seed) before rollout()")
+        clip, min_std = float(agent.obs_rms.clip), float(agent.policy.min_std)
+        fn_key = (int(num_steps), clip, min_std)
+        fn = self._rollout_fns.get(fn_key)
+        if fn is None:
+            def run(carry: tuple, params: dict, key: jax.Array) -> tuple:
+                def body(c: tuple, k: jax.Array) -> tuple:
+                    obs = c[0].obs
+                    action, u = jax_policy.sample(params, obs, k, clip, min_std)
+                    c, out = self._step_impl(c, action)
+                    return c, (obs, u) + out[1:]
+
+                return jax.lax.scan(body, carry, jax.random.split(key, num_steps))
+
+            fn = self._rollout_fns[fn_key] = jax.jit(run, donate_argnums=0)
+        key = jax.random.PRNGKey(seed)
+        if self._jax_device is not None:
+            key = jax.device_put(key, self._jax_device)
+        params = jax_policy.policy_params(agent, self._via_host)
+        self._carry, outs = fn(self._carry, params, key)
+        names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
+        result = {n: _jax_to_torch(x, self.device) for n, x in zip(names, outs)}
+        # A copy: the carry's buffers are donated to (and overwritten by) the next call.
+        result["next_obs"] = _jax_to_torch(self._carry[0].obs, self.device).clone()
+        return result
 
     @property
     def pipeline_states(self) -> Any:
