@@ -1,62 +1,279 @@
-"""Throughput on Brax Ant: the simulator alone next to stridelab's PPO and TRPO training.
+"""Throughput on Brax Ant: the simulator's limit next to stridelab's PPO and TRPO and their peers.
 
-One command, one process, so the ratios are measured side by side on the same (noisy) machine:
+One command, one run, so the ratios are measured side by side on the same (noisy) machine:
 
-    python benchmarks/throughput.py --num-envs 2048 --out benchmarks/results/throughput.json
+    pip install -e '.[bench]'
+    python benchmarks/throughput.py                       # table + benchmarks/results/throughput.json
+    python benchmarks/throughput.py --scaling             # steps/s against num_envs, 64 to 8192,
+                                                          # + docs/img/throughput_scaling.png
 
-Prints a table and writes JSON. Compilation is excluded from the steady-state numbers and
-reported separately as the time to the first update.
+Each measurement runs in its own process (in turn, never two at once), so peak memory and the
+time from the process's start to its first update (imports and compilation included) belong
+to that measurement alone. Steps per second are steady-state: compilation excluded.
+
+Measured:
+
+* ``simulator``: Brax's ``env.step`` for ``num_envs`` envs, vmapped, random actions, 16 steps per
+  jitted ``lax.scan`` and no torch anywhere: the simulator's limit on this machine.
+* ``simulator-torch``: the same through stridelab's torch adapter, one step per call (what a
+  user stepping ``BraxVecEnv`` from torch gets).
+* ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout).
+* ``stridelab-ppo-stepwise``: PPO with ``--no-fused-rollout`` (the policy in torch, stepped from Python).
+* ``brax-ppo``: ``brax.training.agents.ppo.train`` with Brax's published Ant settings at the same
+  env count (its ``training/sps``, evaluation excluded). On JAX 0.10 it needs
+  ``jax.device_put_replicated``, removed from JAX's public API but still in ``jax._src.api``.
+* ``sb3-ppo`` / ``sb3-trpo``: Stable-Baselines3 PPO and sb3-contrib TRPO on Gymnasium's Ant-v5
+  (MuJoCo, one env, their defaults).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import tempfile
 import time
-from pathlib import Path
 
-import torch
+_T0 = time.perf_counter()  # the child's start: "first update" counts imports and compilation
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PARTS = ["simulator", "simulator-torch", "stridelab-ppo", "stridelab-trpo", "stridelab-ppo-stepwise",
+         "brax-ppo", "sb3-ppo", "sb3-trpo"]
 
 
-def simulator_alone(env_name: str, num_envs: int, backend: str, steps: int) -> float:
-    """Env steps per second with uniform random actions through stridelab's torch adapter."""
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- the measurements (each runs in its own process) ------------------------------------------
+
+def simulator(env_name: str, num_envs: int, backend: str, seconds: float) -> dict:
+    import jax
+
+    from stridelab.envs.brax import _import_brax_envs
+
+    env = _import_brax_envs().get_environment(env_name, backend=backend)
+    step = jax.vmap(env.step)
+
+    @jax.jit
+    def run(state, key):  # noqa: ANN001, ANN202
+        def body(s, k):  # noqa: ANN001, ANN202
+            a = jax.random.uniform(k, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            return step(s, a), ()
+        return jax.lax.scan(body, state, jax.random.split(key, 16))[0]
+
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    state = jax.block_until_ready(run(state, jax.random.PRNGKey(1)))
+    first = time.perf_counter() - _T0
+    calls, t = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - t < seconds:
+        state = run(state, jax.random.PRNGKey(calls))
+        calls += 1
+        if calls % 4 == 0:
+            jax.block_until_ready(state)
+    jax.block_until_ready(state)
+    return {"sps": num_envs * 16 * calls / (time.perf_counter() - t), "first_update_s": first}
+
+
+def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) -> dict:
+    import torch
+
     from stridelab.envs import make_env
 
     env = make_env(env_name, num_envs, backend=backend)
     env.reset(0)
     g = torch.Generator().manual_seed(0)
-    for _ in range(5):  # compile and warm up
+    for _ in range(3):  # compile and warm up
         env.step(torch.rand(num_envs, env.spec.act_dim, generator=g) * 2 - 1)
-    t = time.perf_counter()
-    for _ in range(steps):
+    first = time.perf_counter() - _T0
+    steps, t = 0, time.perf_counter()
+    while steps < 16 or time.perf_counter() - t < seconds:
         res = env.step(torch.rand(num_envs, env.spec.act_dim, generator=g) * 2 - 1)
+        steps += 1
     res.obs.sum().item()
-    sps = num_envs * steps / (time.perf_counter() - t)
-    env.close()
-    return sps
+    return {"sps": num_envs * steps / (time.perf_counter() - t), "first_update_s": first}
 
 
-def training(algo: str, env_name: str, num_envs: int, backend: str, iterations: int) -> dict:
+def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, iterations: int, fused: bool) -> dict:
     from stridelab.config import build_config
     from stridelab.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = build_config({"algo": algo, "env": env_name, "num_envs": num_envs, "backend": backend,
-                            "run_dir": run_dir, "progress": False, "eval_episodes": 0})
+                            "run_dir": run_dir, "progress": False, "eval_episodes": 0, "fused_rollout": fused})
         cfg.total_steps = cfg.batch_size * (iterations + 1)
-        t = time.perf_counter()
+        before_train = time.perf_counter() - _T0
         summary = train(cfg)
-        summary["time/total_s"] = time.perf_counter() - t
     steady = summary["time/rollout_s"] + summary["time/batch_s"] + summary["time/update_s"]
     return {
         "sps": summary["time/steady_sps"],
-        "first_update_s": summary["time/first_update_s"],
+        "first_update_s": before_train + summary["time/first_update_s"],
         "rollout_fraction": summary["time/rollout_s"] / steady,
         "batch_fraction": summary["time/batch_s"] / steady,
         "update_fraction": summary["time/update_s"] / steady,
+        "batch_size": cfg.batch_size,
     }
+
+
+def brax_ppo(env_name: str, num_envs: int, backend: str, steps: int) -> dict:
+    import functools
+
+    import jax
+
+    if not hasattr(jax, "device_put_replicated"):  # removed from JAX's API; Brax 0.14 still calls it
+        from jax._src import api
+
+        jax.device_put_replicated = api.device_put_replicated
+    from brax.training.agents.ppo import train as ppo
+
+    from stridelab.envs.brax import _import_brax_envs
+
+    env = _import_brax_envs().get_environment(env_name, backend=backend)
+    reports: list[tuple[float, int, dict]] = []
+    # Brax's published Ant settings (brax/training/learner.py, the README's notebook), with the
+    # batch halved with the env count so one epoch's data is num_envs x unroll x 16 steps.
+    train_fn = functools.partial(
+        ppo.train, num_timesteps=steps, num_evals=3, reward_scaling=10, episode_length=1000,
+        normalize_observations=True, action_repeat=1, unroll_length=5, num_minibatches=32,
+        num_updates_per_batch=4, discounting=0.97, learning_rate=3e-4, entropy_cost=1e-2,
+        num_envs=num_envs, batch_size=num_envs // 2, seed=1, num_eval_envs=16,
+        progress_fn=lambda step, metrics: reports.append((time.perf_counter(), step, dict(metrics))))
+    train_fn(environment=env)
+    # reports[0]: the evaluation before training; then one per chunk of training epochs. The
+    # first chunk includes compilation.
+    first = reports[1][0] - _T0 if len(reports) > 1 else float("nan")
+    sps = float(reports[-1][2]["training/sps"])
+    return {"sps": sps, "first_update_s": first, "eval_return": float(reports[-1][2]["eval/episode_reward"]),
+            "steps": int(reports[-1][1])}
+
+
+def sb3(algo: str, env_id: str, steps: int) -> dict:
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+    venv = make_vec_env(env_id, n_envs=1, seed=1)
+    if algo == "ppo":
+        from stable_baselines3 import PPO as Algo
+    else:
+        from sb3_contrib import TRPO as Algo
+    model = Algo("MlpPolicy", venv, seed=1, device="cpu", verbose=0)
+    model.learn(total_timesteps=2048)  # one rollout and one update: warm-up
+    first = time.perf_counter() - _T0
+    t = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    return {"sps": steps / (time.perf_counter() - t), "first_update_s": first}
+
+
+def run_part(args: argparse.Namespace) -> dict:
+    part, n = args.part, args.num_envs
+    if part == "simulator":
+        out = simulator(args.env, n, args.backend, args.seconds)
+    elif part == "simulator-torch":
+        out = simulator_torch(args.env, n, args.backend, args.seconds)
+    elif part.startswith("stridelab-"):
+        algo = part.split("-")[1]
+        out = stridelab_training(algo, args.env, n, args.backend, args.iterations, not part.endswith("stepwise"))
+    elif part == "brax-ppo":
+        out = brax_ppo(args.env, n, args.backend, args.brax_steps)
+    elif part in ("sb3-ppo", "sb3-trpo"):
+        out = sb3(part.split("-")[1], args.gym_env, args.sb3_steps)
+    else:
+        raise SystemExit(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+    out["peak_rss_mib"] = _peak_rss_mib()
+    return out
+
+
+# --- the orchestrating command -----------------------------------------------------------------
+
+def child(args: argparse.Namespace, part: str, num_envs: int) -> dict:
+    cmd = [sys.executable, __file__, "--part", part, "--num-envs", str(num_envs), "--env", args.env,
+           "--backend", args.backend, "--iterations", str(args.iterations), "--seconds", str(args.seconds),
+           "--brax-steps", str(args.brax_steps), "--sb3-steps", str(args.sb3_steps), "--gym-env", args.gym_env]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        print(f"  {part}: failed (exit {proc.returncode})\n{tail}", file=sys.stderr)
+        return {"error": tail}
+    return json.loads(lines[-1])
+
+
+def table(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    results: dict = {"env": args.env, "backend": args.backend, "num_envs": args.num_envs, "gym_env": args.gym_env,
+                     "cpu_count": os.cpu_count(), "parts": {}}
+    for part in tqdm(args.parts, desc="throughput", unit="part"):
+        results["parts"][part] = child(args, part, args.num_envs)
+    sim = results["parts"].get("simulator", {}).get("sps")
+    brax = results["parts"].get("brax-ppo", {}).get("sps")
+    for r in results["parts"].values():
+        if "sps" in r:
+            r["x_simulator"] = r["sps"] / sim if sim else None
+            r["x_brax_ppo"] = r["sps"] / brax if brax else None
+    print(f"\n{args.env} ({args.backend}), {args.num_envs} envs; {args.gym_env} for SB3")
+    print(f"{'measurement':<26}{'steps/s':>10}{'x sim':>8}{'x Brax PPO':>12}{'update %':>10}"
+          f"{'first update':>14}{'peak MiB':>10}")
+    for part, r in results["parts"].items():
+        if "sps" not in r:
+            print(f"{part:<26}{'failed':>10}")
+            continue
+        upd = f"{100 * r['update_fraction']:.0f}%" if "update_fraction" in r else ""
+        xs = f"{r['x_simulator']:.2f}" if r.get("x_simulator") else ""
+        xb = f"{r['x_brax_ppo']:.2f}" if r.get("x_brax_ppo") else ""
+        print(f"{part:<26}{r['sps']:>10,.0f}{xs:>8}{xb:>12}{upd:>10}{r['first_update_s']:>13.1f}s"
+              f"{r['peak_rss_mib']:>10,.0f}")
+    write(results, Path(args.out))
+
+
+def scaling(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    parts = [p for p in args.parts if p in ("simulator", "stridelab-ppo", "stridelab-trpo")]
+    grid = [(n, p) for n in args.num_envs_list for p in parts]
+    results: dict = {"env": args.env, "backend": args.backend, "points": []}
+    for n, part in tqdm(grid, desc="scaling", unit="point"):
+        r = child(args, part, n)
+        results["points"].append({"num_envs": n, "part": part, **r})
+    out = Path(args.out.replace(".json", "_scaling.json"))
+    write(results, out)
+    plot_scaling(results, Path(args.plot))
+
+
+def plot_scaling(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    labels = {"simulator": "simulator alone (random actions)", "stridelab-ppo": "stridelab PPO training",
+              "stridelab-trpo": "stridelab TRPO training"}
+    for part, label in labels.items():
+        pts = [p for p in results["points"] if p["part"] == part and "sps" in p]
+        if pts:
+            ax.plot([p["num_envs"] for p in pts], [p["sps"] for p in pts], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("parallel envs (num_envs)")
+    ax.set_ylabel("env steps per second")
+    ax.set_title(f"Brax {results['env']} ({results['backend']}) on this machine")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def write(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def main() -> None:
@@ -64,35 +281,24 @@ def main() -> None:
     p.add_argument("--env", default="ant")
     p.add_argument("--backend", default="spring")
     p.add_argument("--num-envs", type=int, default=2048)
-    p.add_argument("--sim-steps", type=int, default=100)
+    p.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
+    p.add_argument("--seconds", type=float, default=15.0, help="timed seconds for the simulator parts")
     p.add_argument("--iterations", type=int, default=12, help="training iterations after the first")
-    p.add_argument("--algos", nargs="+", default=["ppo", "trpo"])
+    p.add_argument("--brax-steps", type=int, default=1_000_000, help="env steps for Brax's PPO")
+    p.add_argument("--sb3-steps", type=int, default=10_240, help="timed env steps for SB3")
+    p.add_argument("--gym-env", default="Ant-v5", help="the same robot in Gymnasium, for SB3")
+    p.add_argument("--scaling", action="store_true", help="steps/s against --num-envs-list instead of the table")
+    p.add_argument("--num-envs-list", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096, 8192])
+    p.add_argument("--plot", default="docs/img/throughput_scaling.png")
     p.add_argument("--out", default="benchmarks/results/throughput.json")
+    p.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: run one measurement
     args = p.parse_args()
-
-    results: dict = {"env": args.env, "backend": args.backend, "num_envs": args.num_envs,
-                     "torch_threads": torch.get_num_threads()}
-    results["simulator_sps"] = simulator_alone(args.env, args.num_envs, args.backend, args.sim_steps)
-    for algo in args.algos:
-        results[algo] = training(algo, args.env, args.num_envs, args.backend, args.iterations)
-        results[algo]["ratio_to_simulator"] = results[algo]["sps"] / results["simulator_sps"]
-    results["simulator_sps_after"] = simulator_alone(args.env, args.num_envs, args.backend, args.sim_steps)
-    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    print(f"{args.env} ({args.backend}), {args.num_envs} envs")
-    print(f"{'what':<28}{'steps/s':>10}{'x sim':>8}{'update %':>10}{'first update':>14}")
-    sim = results["simulator_sps"]
-    print(f"{'simulator alone (random)':<28}{sim:>10,.0f}{1.0:>8.2f}")
-    for algo in args.algos:
-        r = results[algo]
-        print(f"{'stridelab ' + algo.upper() + ' training':<28}{r['sps']:>10,.0f}{r['ratio_to_simulator']:>8.2f}"
-              f"{100 * r['update_fraction']:>9.1f}%{r['first_update_s']:>13.1f}s")
-    print(f"{'simulator alone, again':<28}{results['simulator_sps_after']:>10,.0f}")
-    print(f"peak memory: {results['peak_rss_mib']:.0f} MiB")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    if args.part:
+        print(json.dumps(run_part(args)))
+    elif args.scaling:
+        scaling(args)
+    else:
+        table(args)
 
 
 if __name__ == "__main__":

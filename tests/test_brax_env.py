@@ -69,6 +69,19 @@ def test_falling_over_is_a_termination_and_restarts_from_fresh_random_states(env
     assert seen_terminal > 0
 
 
+def test_no_two_episodes_start_from_the_same_state(env):
+    """Restarts come from spare fresh states redrawn only when needed: across four time limits
+    (all envs at once, so the second one finds every spare spent) no start repeats."""
+    starts = [env.reset(4).clone()]
+    for _ in range(4):
+        for _ in range(LIMIT):
+            res = env.step(torch.zeros(N, 8))
+        assert res.truncated.all()
+        starts.append(res.obs.clone())
+    starts = torch.cat(starts)
+    assert torch.cdist(starts, starts).add(torch.eye(len(starts)) * 1e9).min() > 1e-4
+
+
 def test_reset_is_random_across_envs_and_deterministic_per_seed(env):
     def trajectory(seed):
         obs = [env.reset(seed)]

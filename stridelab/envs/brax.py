@@ -7,9 +7,9 @@ auto-reset) is one jitted function.
 
 Auto-reset differs from Brax's ``AutoResetWrapper``: that wrapper sends every ended env back to
 one first state stored at reset time, so all episodes of an env start alike. Here each ended env
-restarts from a freshly sampled random initial state (one new PRNG key per env and step);
-sampling initial states for the whole batch every step costs nothing measurable next to the
-physics (docs/benchmarks.md).
+restarts from a freshly sampled random initial state that no episode has used before: every env
+holds a spare one, and the spares are redrawn (one vmapped reset for the batch) only when an env
+ends whose spare is spent, not on every step (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -171,15 +171,20 @@ class BraxVecEnv:
 
     # --- jitted pure functions -------------------------------------------------------------
 
+    def _draw(self, key: jax.Array) -> Any:
+        """``num_envs`` fresh random initial states, one key each."""
+        return jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
+
     def _reset_impl(self, key: jax.Array) -> tuple:
-        key, sub = jax.random.split(key)
-        state = jax.vmap(self._env.reset)(jax.random.split(sub, self.num_envs))
+        key, first, spare = jax.random.split(key, 3)
         zeros_i = jnp.zeros((self.num_envs,), jnp.int32)
         zeros_f = jnp.zeros((self.num_envs,), jnp.float32)
-        return (state, zeros_i, zeros_f, key)
+        unused = jnp.zeros((self.num_envs,), bool)
+        # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
+        return (self._draw(first), zeros_i, zeros_f, key, self._draw(spare), unused)
 
     def _step_impl(self, carry: tuple, action: jax.Array) -> tuple:
-        state, t, ep_return, key = carry
+        state, t, ep_return, key, spare, used = carry
         nxt = jax.vmap(self._env.step)(state, action)
         t = t + 1
         ep_return = ep_return + nxt.reward
@@ -187,14 +192,19 @@ class BraxVecEnv:
         truncated = (t >= self.spec.episode_length) & ~terminated
         done = terminated | truncated
 
+        # Each env keeps one spare fresh initial state; an ended env restarts from its spare.
+        # All spares are redrawn together (one vmapped reset) only when an env ends whose spare
+        # is already spent, so every restart starts from a never-used random state while the
+        # reset costs one draw per many steps rather than one per step (docs/benchmarks.md).
         key, sub = jax.random.split(key)
-        fresh = jax.vmap(self._env.reset)(jax.random.split(sub, self.num_envs))
+        need = jnp.any(done & used)
+        spare, used = jax.lax.cond(need, lambda: (self._draw(sub), jnp.zeros_like(used)), lambda: (spare, used))
 
         def pick(new_leaf: jax.Array, old_leaf: jax.Array) -> jax.Array:
             mask = done.reshape(done.shape + (1,) * (old_leaf.ndim - 1))
             return jnp.where(mask, new_leaf, old_leaf)
 
-        restarted = jax.tree.map(pick, fresh, nxt)
+        restarted = jax.tree.map(pick, spare, nxt)
         out = (
             restarted.obs,
             nxt.reward,
@@ -204,7 +214,7 @@ class BraxVecEnv:
             ep_return,
             t,
         )
-        carry = (restarted, jnp.where(done, 0, t), jnp.where(done, 0.0, ep_return), key)
+        carry = (restarted, jnp.where(done, 0, t), jnp.where(done, 0.0, ep_return), key, spare, used | done)
         return carry, out
 
     # --- torch-facing API ------------------------------------------------------------------
