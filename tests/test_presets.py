@@ -15,6 +15,10 @@ def test_task_tables_override_simulator_tables():
     assert build_config({"env": "HalfCheetah-v5", "algo": "trpo"}).max_kl == 0.04
     assert build_config({"env": "HalfCheetah-v5", "algo": "ppo"}).max_kl == 0.01
     assert build_config({"env": "Reacher-v5", "algo": "ppo"}).episode_length == 50
+    hopper = build_config({"env": "Hopper-v5", "algo": "trpo"})
+    assert (hopper.num_envs, hopper.num_steps, hopper.batch_size) == (2, 1024, 2048)
+    walker = build_config({"env": "Walker2d-v5", "algo": "trpo"})
+    assert (walker.num_envs, walker.num_steps) == (8, 256)
 
 
 def test_brax_tasks_keep_the_brax_tables():
