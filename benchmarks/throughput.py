@@ -15,6 +15,7 @@ Measured:
 
 * ``simulator``: Brax's ``env.step`` for ``num_envs`` envs, vmapped, random actions, 16 steps per
   jitted ``lax.scan`` and no torch anywhere: the simulator's limit on this machine.
+* ``simulator-again``: the same as ``simulator``, measured last; ratios are to the mean of the two.
 * ``simulator-torch``: the same through stridelab's torch adapter, one step per call (what a
   user stepping ``BraxVecEnv`` from torch gets).
 * ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout).
@@ -42,7 +43,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 PARTS = ["simulator", "simulator-torch", "stridelab-ppo", "stridelab-trpo", "stridelab-ppo-stepwise",
-         "brax-ppo", "sb3-ppo", "sb3-trpo"]
+         "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
 
 
 def _peak_rss_mib() -> float:
@@ -171,7 +172,7 @@ def sb3(algo: str, env_id: str, steps: int) -> dict:
 
 def run_part(args: argparse.Namespace) -> dict:
     part, n = args.part, args.num_envs
-    if part == "simulator":
+    if part in ("simulator", "simulator-again"):
         out = simulator(args.env, n, args.backend, args.seconds)
     elif part == "simulator-torch":
         out = simulator_torch(args.env, n, args.backend, args.seconds)
@@ -190,9 +191,9 @@ def run_part(args: argparse.Namespace) -> dict:
 
 # --- the orchestrating command -----------------------------------------------------------------
 
-def child(args: argparse.Namespace, part: str, num_envs: int) -> dict:
+def child(args: argparse.Namespace, part: str, num_envs: int, iterations: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--part", part, "--num-envs", str(num_envs), "--env", args.env,
-           "--backend", args.backend, "--iterations", str(args.iterations), "--seconds", str(args.seconds),
+           "--backend", args.backend, "--iterations", str(iterations or args.iterations), "--seconds", str(args.seconds),
            "--brax-steps", str(args.brax_steps), "--sb3-steps", str(args.sb3_steps), "--gym-env", args.gym_env]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -210,7 +211,12 @@ def table(args: argparse.Namespace) -> None:
                      "cpu_count": os.cpu_count(), "parts": {}}
     for part in tqdm(args.parts, desc="throughput", unit="part"):
         results["parts"][part] = child(args, part, args.num_envs)
-    sim = results["parts"].get("simulator", {}).get("sps")
+    # The machine is shared and its speed drifts: the simulator is measured first and last, and
+    # every ratio is to the mean of the two.
+    sims = [results["parts"].get(p, {}).get("sps") for p in ("simulator", "simulator-again")]
+    sims = [x for x in sims if x]
+    sim = sum(sims) / len(sims) if sims else None
+    results["simulator_reference_sps"] = sim
     brax = results["parts"].get("brax-ppo", {}).get("sps")
     for r in results["parts"].values():
         if "sps" in r:
@@ -238,7 +244,8 @@ def scaling(args: argparse.Namespace) -> None:
     grid = [(n, p) for n in args.num_envs_list for p in parts]
     results: dict = {"env": args.env, "backend": args.backend, "points": []}
     for n, part in tqdm(grid, desc="scaling", unit="point"):
-        r = child(args, part, n)
+        # At least 3 timed iterations, at most about 400k steps per training point.
+        r = child(args, part, n, iterations=max(3, min(args.iterations, 400_000 // (16 * n))))
         results["points"].append({"num_envs": n, "part": part, **r})
     out = Path(args.out.replace(".json", "_scaling.json"))
     write(results, out)

@@ -83,6 +83,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _pin_to_share_of_cores(local_rank: int, processes: int) -> None:
+    """Data-parallel CPU processes on one machine: each keeps to its own share of the cores.
+
+    Unpinned, every process's JAX and torch thread pools spread over all cores and spin against
+    each other (two runs on two cores fell to a fifth of one run's speed, docs/benchmarks.md).
+    Called before JAX starts its CPU backend, whose thread pool then sizes itself to the share.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        torch.set_num_threads(1)
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[local_rank::processes] if len(cores) >= processes else cores
+    os.sched_setaffinity(0, set(mine))
+    torch.set_num_threads(len(mine))
+
+
 def make_algo(agent: Agent, cfg: TrainConfig, comm: Comm = SINGLE) -> Any:
     if cfg.algo == "ppo":
         from stridelab.algos.ppo import PPO
@@ -191,9 +207,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         # Starts the other processes (re-running this command with their rank set) and joins
         # the process group; each process then runs this function with its own share of envs.
         fabric.launch()
-        if device == "cpu":  # processes on one machine share its cores
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // cfg.devices)
-                                  if hasattr(os, "sched_getaffinity") else 1)
+        if device == "cpu":
+            _pin_to_share_of_cores(fabric.local_rank, cfg.devices)
     comm = Comm.from_fabric(fabric)
     rank0 = fabric.is_global_zero
     fabric.seed_everything(cfg.seed, verbose=False)  # the same initial weights in every process

@@ -129,3 +129,18 @@ def test_compare_on_a_local_ray_cluster(tmp_path):
 def test_ray_address_without_the_ray_launcher_is_refused():
     proc = stridelab("compare", "--ray-address", "auto", timeout=120)
     assert proc.returncode == 2 and "--ray-address needs --launcher ray" in proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs at least 2 cores to split")
+def test_cpu_processes_each_keep_to_their_share_of_the_cores():
+    import subprocess
+    import sys
+
+    cores = sorted(os.sched_getaffinity(0))
+    code = ("import os, torch; from stridelab.train import _pin_to_share_of_cores as pin; pin({r}, 2); "
+            "print(sorted(os.sched_getaffinity(0)), torch.get_num_threads())")
+    for rank in (0, 1):
+        out = subprocess.run([sys.executable, "-c", code.format(r=rank)], capture_output=True, text=True, check=True)
+        mine = cores[rank::2]
+        assert out.stdout.split("\n")[-2] == f"{mine} {len(mine)}"
