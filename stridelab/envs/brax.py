@@ -143,7 +143,10 @@ class BraxVecEnv:
         # Decided once, not per step: does an action need a host copy to reach JAX?
         self._via_host = self.device.type == "cuda" and jax.devices()[0].platform != "gpu"
         # With several GPUs (one data-parallel process each), JAX computes on the GPU torch uses.
-        self._jax_device = None
+        # Every input is placed on this device explicitly ("committed" in JAX's terms): a jitted
+        # function compiles separately for committed and uncommitted inputs, and arrays handed
+        # over by DLPack are committed, so an uncommitted first carry cost a second compilation.
+        self._jax_device = jax.devices()[0]
         if self.device.type == "cuda" and not self._via_host:
             gpus = jax.devices("gpu")
             self._jax_device = gpus[min(self.device.index or 0, len(gpus) - 1)]
@@ -172,8 +175,14 @@ class BraxVecEnv:
     # --- jitted pure functions -------------------------------------------------------------
 
     def _draw(self, key: jax.Array) -> Any:
-        """``num_envs`` fresh random initial states, one key each."""
-        return jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
+        """``num_envs`` fresh random initial states, one key each.
+
+        Brax's reset leaves some fields weakly typed (made from Python scalars); a ``lax.scan``
+        makes its carry strongly typed, so the fused rollout would see a new input type on its
+        second call and compile again. Every leaf is made strongly typed here, once.
+        """
+        states = jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), states)
 
     def _reset_impl(self, key: jax.Array) -> tuple:
         key, first, spare = jax.random.split(key, 3)
@@ -220,9 +229,7 @@ class BraxVecEnv:
     # --- torch-facing API ------------------------------------------------------------------
 
     def reset(self, seed: int) -> torch.Tensor:
-        key = jax.random.PRNGKey(seed)
-        if self._jax_device is not None:  # the rest follows the carry's device
-            key = jax.device_put(key, self._jax_device)
+        key = jax.device_put(jax.random.PRNGKey(seed), self._jax_device)  # the rest follows the carry's
         self._carry = self._reset_fn(key)
         return _jax_to_torch(self._carry[0].obs, self.device)
 
@@ -262,9 +269,7 @@ class BraxVecEnv:
                 return jax.lax.scan(body, carry, jax.random.split(key, num_steps))
 
             fn = self._rollout_fns[fn_key] = jax.jit(run, donate_argnums=0)
-        key = jax.random.PRNGKey(seed)
-        if self._jax_device is not None:
-            key = jax.device_put(key, self._jax_device)
+        key = jax.device_put(jax.random.PRNGKey(seed), self._jax_device)
         params = jax_policy.policy_params(agent, self._via_host)
         self._carry, outs = fn(self._carry, params, key)
         names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
