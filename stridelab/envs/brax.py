@@ -175,14 +175,8 @@ class BraxVecEnv:
     # --- jitted pure functions -------------------------------------------------------------
 
     def _draw(self, key: jax.Array) -> Any:
-        """``num_envs`` fresh random initial states, one key each.
-
-        Brax's reset leaves some fields weakly typed (made from Python scalars); a ``lax.scan``
-        makes its carry strongly typed, so the fused rollout would see a new input type on its
-        second call and compile again. Every leaf is made strongly typed here, once.
-        """
-        states = jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
-        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), states)
+        """``num_envs`` fresh random initial states, one key each."""
+        return jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
 
     def _reset_impl(self, key: jax.Array) -> tuple:
         key, first, spare = jax.random.split(key, 3)
@@ -228,9 +222,12 @@ class BraxVecEnv:
 
     # --- torch-facing API ------------------------------------------------------------------
 
+    def _key(self, seed: int) -> jax.Array:
+        """A PRNG key committed to the env's JAX device (the carry then follows it)."""
+        return jax.device_put(jax.random.PRNGKey(seed), self._jax_device)
+
     def reset(self, seed: int) -> torch.Tensor:
-        key = jax.device_put(jax.random.PRNGKey(seed), self._jax_device)  # the rest follows the carry's
-        self._carry = self._reset_fn(key)
+        self._carry = self._reset_fn(self._key(seed))
         return _jax_to_torch(self._carry[0].obs, self.device)
 
     def step(self, action: torch.Tensor) -> StepResult:
@@ -269,9 +266,8 @@ class BraxVecEnv:
                 return jax.lax.scan(body, carry, jax.random.split(key, num_steps))
 
             fn = self._rollout_fns[fn_key] = jax.jit(run, donate_argnums=0)
-        key = jax.device_put(jax.random.PRNGKey(seed), self._jax_device)
         params = jax_policy.policy_params(agent, self._via_host)
-        self._carry, outs = fn(self._carry, params, key)
+        self._carry, outs = fn(self._carry, params, self._key(seed))
         names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
         result = {n: _jax_to_torch(x, self.device) for n, x in zip(names, outs)}
         # A copy: the carry's buffers are donated to (and overwritten by) the next call.
