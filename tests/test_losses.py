@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from stridelab.ops import clipped_surrogate_loss, explained_variance, gaussian_kl, value_loss
+from stridelab.ops import (
+    clipped_surrogate_loss,
+    explained_variance,
+    gaussian_entropy,
+    gaussian_kl,
+    gaussian_log_prob,
+    value_loss,
+)
 
 
 def test_ppo_loss_at_ratio_one_is_minus_mean_advantage():
@@ -64,3 +71,27 @@ def test_gaussian_kl_against_monte_carlo():
     x = p.sample((400_000,))
     mc = (p.log_prob(x) - q.log_prob(x)).sum(-1).mean()
     assert gaussian_kl(m0, s0, m1, s1).item() == pytest.approx(mc.item(), abs=0.01)
+
+
+def test_gaussian_log_prob_and_entropy_match_a_naive_float64_loop_and_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    mean, x = torch.randn(32, 5, generator=g), 2 * torch.randn(32, 5, generator=g)
+    std = torch.rand(32, 5, generator=g) + 1e-3
+    logp, ent = gaussian_log_prob(mean, std, x), gaussian_entropy(std)
+    assert logp.shape == ent.shape == (32,)
+    for b in range(32):
+        ref_logp = ref_ent = 0.0
+        for j in range(5):
+            m, s, v = float(mean[b, j]), float(std[b, j]), float(x[b, j])
+            ref_logp += -((v - m) ** 2) / (2 * s * s) - math.log(s) - 0.5 * math.log(2 * math.pi)
+            ref_ent += 0.5 * math.log(2 * math.pi * math.e * s * s)
+        assert logp[b].item() == pytest.approx(ref_logp, rel=1e-5, abs=1e-4)
+        assert ent[b].item() == pytest.approx(ref_ent, rel=1e-5, abs=1e-5)
+    # Same values and gradients as torch.distributions.
+    params = [t.clone().requires_grad_() for t in (mean, std)]
+    ref_params = [t.clone().requires_grad_() for t in (mean, std)]
+    (gaussian_log_prob(params[0], params[1], x).sum() + gaussian_entropy(params[1]).sum()).backward()
+    d = torch.distributions.Normal(*ref_params)
+    (d.log_prob(x).sum() + d.entropy().sum()).backward()
+    for ours, ref in zip(params, ref_params):
+        torch.testing.assert_close(ours.grad, ref.grad)

@@ -7,7 +7,11 @@ dimensions instead, which loosens the trust region as the action size grows.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def gaussian_kl(
@@ -23,10 +27,16 @@ def gaussian_kl(
 
 
 def gaussian_log_prob(mean: torch.Tensor, std: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Log density of ``x [B, act_dim]`` under the diagonal Gaussian, summed: ``[B]``."""
-    return torch.distributions.Normal(mean, std).log_prob(x).sum(-1)
+    """Log density of ``x [B, act_dim]`` under the diagonal Gaussian, summed: ``[B]``.
+
+    Written out rather than through ``torch.distributions.Normal``, whose argument validation
+    checks every parameter on each call (small kernels on CPU, a host sync on GPU): about a fifth
+    of a PPO minibatch step on CPU.
+    """
+    z = (x - mean) / std
+    return (-0.5 * z.square() - std.log()).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
 
 
 def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
     """Entropy of the diagonal Gaussian, summed over action dims: ``[B]``."""
-    return torch.distributions.Normal(torch.zeros_like(std), std).entropy().sum(-1)
+    return std.log().sum(-1) + (0.5 + _HALF_LOG_2PI) * std.shape[-1]
