@@ -19,6 +19,8 @@ Measured:
 * ``simulator-torch``: the same through stridelab's torch adapter, one step per call (what a
   user stepping ``BraxVecEnv`` from torch gets).
 * ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout).
+* ``stridelab-ppo-sequential``: PPO with ``--no-overlap-critic`` (the value net's update does not
+  run alongside the next rollout).
 * ``stridelab-ppo-stepwise``: PPO with ``--no-fused-rollout`` (the policy in torch, stepped from Python).
 * ``brax-ppo``: ``brax.training.agents.ppo.train`` with Brax's published Ant settings at the same
   env count (its ``training/sps``, evaluation excluded). On JAX 0.10 it needs
@@ -42,8 +44,8 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-PARTS = ["simulator", "simulator-torch", "stridelab-ppo", "stridelab-trpo", "stridelab-ppo-stepwise",
-         "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
+PARTS = ["simulator", "simulator-torch", "stridelab-ppo", "stridelab-trpo", "stridelab-ppo-sequential",
+         "stridelab-ppo-stepwise", "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
 
 
 def _peak_rss_mib() -> float:
@@ -99,13 +101,15 @@ def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) 
     return {"sps": num_envs * steps / (time.perf_counter() - t), "first_update_s": first}
 
 
-def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, iterations: int, fused: bool) -> dict:
+def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, iterations: int, fused: bool = True,
+                       overlap: bool = True) -> dict:
     from stridelab.config import build_config
     from stridelab.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = build_config({"algo": algo, "env": env_name, "num_envs": num_envs, "backend": backend,
-                            "run_dir": run_dir, "progress": False, "eval_episodes": 0, "fused_rollout": fused})
+                            "run_dir": run_dir, "progress": False, "eval_episodes": 0, "fused_rollout": fused,
+                            "overlap_critic": overlap})
         cfg.total_steps = cfg.batch_size * (iterations + 1)
         before_train = time.perf_counter() - _T0
         summary = train(cfg)
@@ -178,7 +182,8 @@ def run_part(args: argparse.Namespace) -> dict:
         out = simulator_torch(args.env, n, args.backend, args.seconds)
     elif part.startswith("stridelab-"):
         algo = part.split("-")[1]
-        out = stridelab_training(algo, args.env, n, args.backend, args.iterations, not part.endswith("stepwise"))
+        out = stridelab_training(algo, args.env, n, args.backend, args.iterations,
+                                 fused=not part.endswith("stepwise"), overlap=not part.endswith("sequential"))
     elif part == "brax-ppo":
         out = brax_ppo(args.env, n, args.backend, args.brax_steps)
     elif part in ("sb3-ppo", "sb3-trpo"):

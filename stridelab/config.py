@@ -41,6 +41,7 @@ class TrainConfig:
     num_envs: int = field(default=2048, metadata={"help": "envs stepped in parallel"})
     num_steps: int = field(default=16, metadata={"help": "steps per env per iteration"})
     fused_rollout: bool = field(default=True, metadata={"help": "Brax: run each rollout as one compiled program with the policy inside (--no-fused-rollout steps from Python)"})
+    overlap_critic: bool = field(default=True, metadata={"help": "fused rollouts: fit the value net on half the CPU threads while the next rollout runs (--no-overlap-critic: one after the other)"})
     episode_length: int = field(default=1000, metadata={"help": "time limit in steps (a truncation)"})
     seed: int = field(default=1, metadata={"help": "random seed"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu or cuda"})

@@ -6,6 +6,8 @@ update, old policy and values, GAE) -> :class:`Batch` ``[T * N, ...]`` for the u
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +50,13 @@ class RolloutStorage:
 
 def can_fuse(env: VecEnv, agent: Agent) -> bool:
     """Whether ``env`` can run a whole rollout of ``agent`` in one compiled program (Brax)."""
-    if not hasattr(env, "rollout"):
+    if not hasattr(env, "start_rollout"):
         return False
     from stridelab.envs import jax_policy
 
     return jax_policy.supports(agent)
 
 
-@torch.no_grad()
 def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage, fused_seed: int | None = None
             ) -> torch.Tensor:
     """Run ``T`` steps of the stochastic policy from ``obs [N, obs_dim]``; returns the next obs.
@@ -64,8 +65,26 @@ def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorag
     With ``fused_seed`` (envs for which :func:`can_fuse` holds) the ``T`` steps run as one
     compiled program, the policy's noise drawn from that seed; otherwise step by step from Python.
     """
-    if fused_seed is not None:
-        r = env.rollout(agent, storage.num_steps, fused_seed)
+    return start_collect(env, agent, obs, storage, fused_seed)()
+
+
+def start_collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage,
+                  fused_seed: int | None = None) -> Callable[[], torch.Tensor]:
+    """:func:`collect`, split in two: returns a function that finishes it and returns the next obs.
+
+    A fused rollout is only dispatched here and runs in the simulator's runtime while the caller
+    goes on (fitting the critic, which the rollout does not use); ``storage`` is filled when the
+    returned function is called. Until then the policy and the normalizer must not change.
+    Step by step, the rollout is done before this returns.
+    """
+    if fused_seed is None:
+        next_obs = _collect_stepwise(env, agent, obs, storage)
+        return lambda: next_obs
+    pending = env.start_rollout(agent, storage.num_steps, fused_seed)
+
+    @torch.no_grad()
+    def finish() -> torch.Tensor:
+        r = pending()
         storage.obs.copy_(r["obs"])
         storage.actions.copy_(r["u"])
         storage.rewards.copy_(r["reward"])
@@ -75,6 +94,12 @@ def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorag
         storage.ep_returns.copy_(r["episode_return"])
         storage.ep_lengths.copy_(r["episode_length"])
         return r["next_obs"]
+
+    return finish
+
+
+@torch.no_grad()
+def _collect_stepwise(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
         storage.obs[t] = obs  # before the step: the env may reuse the buffer ``obs`` views
@@ -88,6 +113,21 @@ def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorag
         storage.ep_lengths[t] = res.episode_length
         obs = res.obs
     return obs
+
+
+@contextmanager
+def fewer_threads(active: bool = True) -> Iterator[None]:
+    """Half of torch's CPU threads inside the block (when ``active``), the other half's cores
+    left to a rollout started by :func:`start_collect` that runs meanwhile."""
+    n = torch.get_num_threads()
+    if not active or n < 2:
+        yield
+        return
+    torch.set_num_threads(n // 2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -157,11 +197,18 @@ def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: 
     mean, std = agent.dist_params(obs)
     actions = storage.actions.reshape(T * N, -1)
     values = agent.get_value(obs)
-    next_values = agent.get_value(storage.final_obs.reshape(T * N, obs_dim))
+    # V of the observation each step reached: where the episode goes on that is the next step's
+    # observation, whose value is known (StepResult.final_obs); the value net sees only the last
+    # step's and the ended episodes' final observations (a sixteenth of the batch, not all of it).
+    next_values = torch.empty(T, N, dtype=values.dtype, device=values.device)
+    next_values[:-1] = values.reshape(T, N)[1:]
+    reached = storage.dones.clone()
+    reached[-1] = True
+    next_values[reached] = agent.get_value(storage.final_obs[reached])
     adv, ret = compute_gae(
         (storage.rewards if rewards is None else rewards) * reward_scale,
         values.reshape(T, N),
-        next_values.reshape(T, N),
+        next_values,
         storage.terminated,
         storage.dones,
         gamma,

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from stridelab.config import ConfigError, TrainConfig, validate
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import make_env
 from stridelab.models import Agent
-from stridelab.rollout import ReturnNormalizer, RolloutStorage, can_fuse, collect, make_batch
+from stridelab.rollout import ReturnNormalizer, RolloutStorage, can_fuse, make_batch, start_collect
 
 
 class NonFiniteError(RuntimeError):
@@ -300,6 +300,28 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         }
 
     fused = cfg.fused_rollout and can_fuse(env, agent)
+    # A rollout started during the last update, while the critic learned (fused rollouts only).
+    pending: Callable[[], torch.Tensor] | None = None
+
+    def start_rollout() -> Callable[[], torch.Tensor]:
+        # The fused rollout's noise seed comes from torch's generator: runs stay reproducible
+        # and a resume (which restores that generator) continues the same stream.
+        fused_seed = int(torch.randint(2**31 - 1, ()).item()) if fused else None
+        return start_collect(env, agent, obs, storage, fused_seed)
+
+    def start_next_rollout() -> None:
+        """Called by the update between the policy's steps and the critic's: the next rollout
+        needs only the policy, so it runs in JAX while torch fits the critic."""
+        nonlocal pending
+        pending = start_rollout()
+
+    def finish_pending() -> None:
+        """Let the rollout in flight finish now, so an evaluation's clock does not count it."""
+        nonlocal pending
+        if pending is not None:
+            ready = pending()
+            pending = lambda: ready  # noqa: E731
+
     nonfinite = _NonFiniteGuard(cfg.max_nonfinite, agent, algo, reward_norm, comm)
     signals = ExitStack()
     stop = signals.enter_context(_stop_on_signals())
@@ -307,11 +329,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         while iteration < num_iterations:
             algo.set_progress(iteration / num_iterations)
             t0 = time.perf_counter()
-            # The fused rollout's noise seed comes from torch's generator: runs stay reproducible
-            # and a resume (which restores that generator) continues the same stream.
-            fused_seed = int(torch.randint(2**31 - 1, ()).item()) if fused else None
-            obs = collect(env, agent, obs, storage, fused_seed)
-            t_rollout = time.perf_counter() - t0
+            if pending is None:
+                pending = start_rollout()
+            obs, pending = pending(), None
+            t_rollout = time.perf_counter() - t0  # with a rollout started during the update: the wait
             t1 = time.perf_counter()
             if not comm.all_true(storage.all_finite()):
                 # A simulator that blew up: keep these numbers out of the normalizers and the
@@ -325,11 +346,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                 batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards,
                                    comm=comm)
                 t2 = time.perf_counter()
-                metrics = algo.update(batch)
+                overlap = fused and cfg.overlap_critic and iteration + 1 < num_iterations
+                metrics = algo.update(batch, between=start_next_rollout if overlap else None)
                 if nonfinite.check(metrics):
                     nonfinite.succeeded()
                 else:
                     nonfinite.restore(saved)
+                    if pending is not None:  # collected by the policy just undone: drop it
+                        pending()
+                        pending = None
+                        obs = env.reset(env_seed + 7_919 * (iteration + 1))
                     nonfinite.failed(iteration, "the update (loss, gradient or weights)")
                     metrics = {}
             t_batch, t_update = t2 - t1, time.perf_counter() - t2
@@ -367,6 +393,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             bar.update(steps_per_iter)
             if cfg.eval_episodes and cfg.eval_every and (global_step // cfg.eval_every) > ((global_step - steps_per_iter) // cfg.eval_every):
                 if iteration < num_iterations and rank0:  # the final evaluation follows the loop
+                    finish_pending()
                     run_eval()
             bar.set_postfix(SPS=f"{sps:,.0f}", ret=f"{np.mean(recent_returns):.0f}" if recent_returns else "-",
                             eval=f"{last_eval['eval/episodic_return']:.0f}" if last_eval else "-")

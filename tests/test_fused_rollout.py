@@ -94,3 +94,43 @@ def test_training_on_brax_with_and_without_fusing(tmp_path, fused):
     summary = train(cfg)
     assert summary["global_step"] == 2048
     assert np.isfinite(summary["eval/episodic_return"])
+
+
+def test_fitting_the_critic_during_the_next_rollout_changes_nothing_but_the_clock(tmp_path, monkeypatch):
+    """The next rollout needs only the policy, so it may run while the value net learns: the
+    same seed gives the same losses and weights with and without the overlap (an evaluation in
+    the middle waits for the rollout in flight). TRPO's update: tests/test_two_pass_updates.py."""
+    from stridelab.checkpoint import load_checkpoint
+    from stridelab.config import build_config
+    from stridelab.report import read_scalars
+    import stridelab.train as train_mod
+
+    envs: dict = {}
+    real_make_env = train_mod.make_env
+
+    def make_env_once(*args, **kwargs):  # both runs step the same envs (each run resets them): one compilation
+        key = repr((args, kwargs))
+        if key not in envs:
+            envs[key] = real_make_env(*args, **kwargs)
+        return envs[key]
+
+    monkeypatch.setattr(train_mod, "make_env", make_env_once)
+    runs = {}
+    for overlap in (True, False):
+        run_dir = tmp_path / str(overlap)
+        cfg = build_config({"env": "ant", "algo": "ppo", "num_envs": 32, "num_steps": 16, "total_steps": 1536,
+                            "overlap_critic": overlap, "eval_episodes": 2, "eval_every": 1024, "episode_length": 40,
+                            "run_dir": str(run_dir), "progress": False, "seed": 4})
+        train_mod.train(cfg)
+        scalars = {k: v for k, v in read_scalars(str(run_dir)).items()
+                   if k.startswith("losses/") or k in ("charts/episodic_return", "eval/episodic_return")}
+        runs[overlap] = scalars, load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["agent"]
+    (s_on, w_on), (s_off, w_off) = runs[True], runs[False]
+    assert s_on.keys() == s_off.keys() and len(s_on["losses/value_loss"]) == 3
+    for key in s_on:
+        steps_on, values_on = zip(*s_on[key])
+        steps_off, values_off = zip(*s_off[key])
+        assert steps_on == steps_off
+        np.testing.assert_allclose(values_on, values_off, rtol=1e-4, atol=1e-5, err_msg=key)
+    for key in w_on:
+        torch.testing.assert_close(w_on[key], w_off[key], rtol=1e-4, atol=1e-5)

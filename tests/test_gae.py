@@ -95,3 +95,39 @@ def test_truncation_bootstraps_but_termination_does_not():
     truncated = np.array([[False, True]])
     adv, _ = run_gae(rewards, values, next_values, terminated, truncated, 0.5, 0.9)
     assert adv[0, 0] == 0.0 and adv[0, 1] == 5.0
+
+
+def test_make_batch_bootstraps_from_the_value_of_each_reached_observation():
+    """make_batch evaluates V only on final observations it has not seen as the next step's
+    observation; the result must equal GAE with V(final_obs) computed for every step."""
+    from stridelab.models import Agent
+    from stridelab.rollout import RolloutStorage, make_batch
+
+    T, N, OBS, ACT, gamma, lam = 10, 6, 4, 2, 0.97, 0.9
+    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    agent = Agent(OBS, ACT).double()
+    st = RolloutStorage(T, N, OBS, ACT, torch.device("cpu"))
+    for name in ("obs", "final_obs", "actions", "rewards", "ep_returns"):
+        setattr(st, name, getattr(st, name).double())
+    st.terminated = torch.rand(T, N, generator=g) < 0.1
+    truncated = (torch.rand(T, N, generator=g) < 0.1) & ~st.terminated
+    st.dones = st.terminated | truncated
+    st.obs[0] = torch.randn(N, OBS, generator=g, dtype=torch.float64)
+    for t in range(T):  # the env's contract: final_obs is the next obs unless the episode ended
+        st.final_obs[t] = torch.randn(N, OBS, generator=g, dtype=torch.float64)
+        if t + 1 < T:
+            fresh = torch.randn(N, OBS, generator=g, dtype=torch.float64)
+            st.obs[t + 1] = torch.where(st.dones[t, :, None], fresh, st.final_obs[t])
+    st.actions.normal_(generator=g)
+    st.rewards.normal_(generator=g)
+    batch = make_batch(agent, st, gamma, lam, update_normalizer=True)
+
+    with torch.no_grad():  # the reference: the normalizer after the update, V on every final obs
+        values = agent.get_value(st.obs.reshape(T * N, OBS)).reshape(T, N)
+        next_values = agent.get_value(st.final_obs.reshape(T * N, OBS)).reshape(T, N)
+    adv = naive_gae(st.rewards.numpy(), values.numpy(), next_values.numpy(), st.terminated.numpy(),
+                    truncated.numpy(), gamma, lam)
+    assert st.dones.any() and st.terminated.any()
+    np.testing.assert_allclose(batch.advantages.numpy(), adv.reshape(-1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(batch.returns.numpy(), (adv + values.numpy()).reshape(-1), rtol=1e-10, atol=1e-10)

@@ -65,8 +65,11 @@ def test_nan_observations_skip_the_update_and_training_goes_on(tmp_path, monkeyp
     all_checkpoints_finite(tmp_path / "ppo")
 
 
-@pytest.mark.parametrize("algo", ["ppo", "trpo"])
-def test_updates_that_poison_the_weights_are_rolled_back_then_training_stops(tmp_path, monkeypatch, algo):
+# On Brax the next rollout starts during the update (while the critic learns): an update that is
+# rolled back drops that rollout, collected by the policy being undone, and restarts the envs.
+@pytest.mark.parametrize("algo,brax", [("ppo", False), ("trpo", False), ("ppo", True)])
+def test_updates_that_poison_the_weights_are_rolled_back_then_training_stops(tmp_path, monkeypatch, algo, brax):
+    extra = {"env": "ant", "num_envs": 32, "num_steps": 16, "total_steps": 512 * 6} if brax else {}
     cls = train_mod.make_algo(train_mod.Agent(4, 1), tiny(tmp_path, algo)).__class__
     real_update = cls.update
     calls = []
@@ -82,7 +85,7 @@ def test_updates_that_poison_the_weights_are_rolled_back_then_training_stops(tmp
     monkeypatch.setattr(cls, "update", poisoned)
     with pytest.warns(RuntimeWarning, match="update skipped"):
         with pytest.raises(train_mod.NonFiniteError, match="3 updates in a row"):
-            train_mod.train(tiny(tmp_path, algo, max_nonfinite=3))
+            train_mod.train(tiny(tmp_path, algo, max_nonfinite=3, **extra))
     all_checkpoints_finite(tmp_path / algo)
     last = load_checkpoint(tmp_path / algo / "checkpoints" / "last.ckpt")
     assert last["iteration"] == 4  # 2 good updates, then 2 rolled back and checkpointed, the 3rd stops

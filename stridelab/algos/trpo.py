@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from stridelab.config import TrainConfig
@@ -9,7 +11,7 @@ from stridelab.distributed import SINGLE, Comm, normalize_advantages
 from stridelab.models import Agent
 from stridelab.ops import explained_variance, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
 from stridelab.optim import TRPO
-from stridelab.rollout import Batch
+from stridelab.rollout import Batch, fewer_threads
 
 
 class TRPOAgent:
@@ -88,12 +90,16 @@ class TRPOAgent:
             "trpo/actual_improvement": info["loss_before"] - info["loss_after"],
         }
 
-    def update_value(self, batch: Batch, obs_n: torch.Tensor) -> dict[str, float]:
+    def update_value(self, batch: Batch, obs_n: torch.Tensor, perms: list[torch.Tensor] | None = None
+                     ) -> dict[str, float]:
+        """``vf_epochs`` epochs of Adam on the value loss; ``perms`` (one per epoch) fixes the
+        minibatches, else they are drawn here."""
         cfg, value = self.cfg, self.agent.value
         mb_size = len(batch) // cfg.vf_minibatches
+        if perms is None:
+            perms = self.value_permutations(len(batch), obs_n.device)
         total, n = torch.zeros((), device=obs_n.device), 0
-        for _ in range(cfg.vf_epochs):
-            perm = torch.randperm(len(batch), device="cpu").to(obs_n.device)
+        for perm in perms:
             for start in range(0, len(batch), mb_size):
                 idx = perm[start : start + mb_size]
                 loss = value_loss(value(obs_n[idx]), batch.returns[idx])
@@ -106,11 +112,23 @@ class TRPOAgent:
                 n += 1
         return {"losses/value_loss": float(total) / n}
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def value_permutations(self, n: int, device: torch.device) -> list[torch.Tensor]:
+        return [torch.randperm(n, device="cpu").to(device) for _ in range(self.cfg.vf_epochs)]
+
+    def update(self, batch: Batch, between: Callable[[], None] | None = None) -> dict[str, float]:
+        """The TRPO step, then the critic's epochs; ``between`` is called after the policy's
+        step (see :meth:`stridelab.algos.ppo.PPO.update`) and the critic then learns on fewer
+        threads. Its minibatches are drawn before ``between`` runs, so the random stream is the
+        same with or without it."""
         with torch.no_grad():
             obs_n = self.agent.obs_rms.normalize(batch.obs)
         metrics = self.update_policy(batch, obs_n)
-        metrics.update(self.update_value(batch, obs_n))
+        perms = self.value_permutations(len(batch), obs_n.device)
+        overlapped = between is not None
+        if overlapped:
+            between()
+        with fewer_threads(overlapped and obs_n.device.type == "cpu"):
+            metrics.update(self.update_value(batch, obs_n, perms))
         with torch.no_grad():
             metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
         return metrics

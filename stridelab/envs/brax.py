@@ -19,6 +19,7 @@ import os
 # JAX must not grab most of a GPU's memory up front: torch shares the device.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import jax  # noqa: E402
@@ -242,6 +243,17 @@ class BraxVecEnv:
     def rollout(self, agent: Any, num_steps: int, seed: int) -> dict[str, torch.Tensor]:
         """``num_steps`` steps of ``agent``'s stochastic policy in one compiled program.
 
+        The same as ``start_rollout(agent, num_steps, seed)()``.
+        """
+        return self.start_rollout(agent, num_steps, seed)()
+
+    def start_rollout(self, agent: Any, num_steps: int, seed: int) -> Callable[[], dict[str, torch.Tensor]]:
+        """Start :meth:`rollout` and return at once; calling the result waits for its tensors.
+
+        JAX dispatches the compiled program asynchronously, so torch can work meanwhile (the
+        critic's update, see :func:`stridelab.rollout.start_collect`) as long as it leaves the
+        policy's weights and the observation normalizer alone until the tensors are fetched.
+
         The policy's forward pass runs inside the jitted loop (:mod:`stridelab.envs.jax_policy`)
         on weights handed over once; the noise comes from a JAX key made from ``seed``. Returns
         ``[T, N, ...]`` tensors: ``obs`` (seen before each step), ``u`` (the unclipped samples),
@@ -268,10 +280,15 @@ class BraxVecEnv:
             fn = self._rollout_fns[fn_key] = jax.jit(run, donate_argnums=0)
         params = jax_policy.policy_params(agent, self._via_host)
         self._carry, outs = fn(self._carry, params, self._key(seed))
-        names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
-        result = {n: _jax_to_torch(x, self.device) for n, x in zip(names, outs)}
-        # A copy: the carry's buffers are donated to (and overwritten by) the next call.
-        result["next_obs"] = _jax_to_torch(self._carry[0].obs, self.device).clone()
+        next_obs = self._carry[0].obs
+
+        def result() -> dict[str, torch.Tensor]:
+            names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
+            tensors = {n: _jax_to_torch(x, self.device) for n, x in zip(names, outs)}
+            # A copy: the carry's buffers are donated to (and overwritten by) the next call.
+            tensors["next_obs"] = _jax_to_torch(next_obs, self.device).clone()
+            return tensors
+
         return result
 
     @property

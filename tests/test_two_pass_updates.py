@@ -1,0 +1,125 @@
+"""The updates run as the policy's steps, then ``between()`` (where training starts the next
+rollout), then the value net's: PPO against the joint-loss update of CleanRL and SB3 written out
+here step by step, TRPO against itself without ``between``."""
+
+import pytest
+import torch
+
+from stridelab.algos.ppo import PPO
+from stridelab.algos.trpo import TRPOAgent
+from stridelab.config import build_config
+from stridelab.models import Agent
+from stridelab.ops import gaussian_log_prob
+from stridelab.rollout import Batch
+
+OBS, ACT, B = 6, 3, 256
+
+
+def _agent() -> Agent:
+    torch.manual_seed(3)
+    return Agent(OBS, ACT, init_std=0.5).double()
+
+
+def _batch(agent: Agent) -> Batch:
+    g = torch.Generator().manual_seed(4)
+    obs = torch.randn(B, OBS, generator=g, dtype=torch.float64) * 2 + 0.5
+    agent.obs_rms.update(obs)
+    with torch.no_grad():
+        mean, std = agent.dist_params(obs)
+        actions = mean + std * torch.randn(B, ACT, generator=g, dtype=torch.float64)
+        values = agent.get_value(obs)
+    adv = torch.randn(B, generator=g, dtype=torch.float64) * 3
+    return Batch(obs, actions, gaussian_log_prob(mean, std, actions), mean, std, values, adv, values + adv)
+
+
+def _joint_reference(agent: Agent, cfg, batch: Batch, generator: torch.Generator) -> int:
+    """One Adam on ``pg - c_ent * H + c_v * V`` per minibatch, each network's gradient clipped
+    on its own; stops every network at the minibatch where approx KL passes target_kl."""
+    opt = torch.optim.Adam(list(agent.policy.parameters()) + list(agent.value.parameters()),
+                           lr=cfg.learning_rate, eps=1e-5)
+    obs_n = agent.obs_rms.normalize(batch.obs)
+    mb = B // cfg.num_minibatches
+    steps = 0
+    for _ in range(cfg.update_epochs):
+        perm = torch.randperm(B, generator=generator)
+        for start in range(0, B, mb):
+            i = perm[start : start + mb]
+            adv = batch.advantages[i]
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            mean, std = agent.policy(obs_n[i])
+            log_ratio = gaussian_log_prob(mean, std, batch.actions[i]) - batch.logp_old[i]
+            ratio = log_ratio.exp()
+            pg = -torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef) * adv).mean()
+            entropy = std.log().sum(-1).mean()  # + a constant, which has no gradient
+            v = 0.5 * (agent.value(obs_n[i]) - batch.returns[i]).square().mean()
+            opt.zero_grad()
+            (pg - cfg.ent_coef * entropy + cfg.vf_coef * v).backward()
+            torch.nn.utils.clip_grad_norm_(agent.policy.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(agent.value.parameters(), cfg.max_grad_norm)
+            opt.step()
+            steps += 1
+            if cfg.target_kl is not None and ((ratio - 1) - log_ratio).mean().item() > cfg.target_kl:
+                return steps
+    return steps
+
+
+def _flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+@pytest.mark.parametrize("target_kl", [None, 0.004])
+def test_two_pass_update_equals_the_joint_loss_update(target_kl):
+    cfg = build_config({"algo": "ppo", "env": "ant", "update_epochs": 3, "num_minibatches": 4, "learning_rate": 3e-3,
+                        "ent_coef": 0.01, "target_kl": target_kl})
+    ref_agent = _agent()
+    batch = _batch(ref_agent)
+    agent = _agent()
+    agent.obs_rms.load_state_dict(ref_agent.obs_rms.state_dict())
+    policy0, value0 = _flat(agent.policy), _flat(agent.value)
+
+    ref_steps = _joint_reference(ref_agent, cfg, batch, torch.Generator().manual_seed(9))
+    seen = []
+
+    def between():  # the policy is done and the value net untouched when the next rollout starts
+        seen.append((_flat(agent.policy).clone(), _flat(agent.value).clone()))
+
+    metrics = PPO(agent, cfg).update(batch, generator=torch.Generator().manual_seed(9), between=between)
+
+    if target_kl is None:
+        assert ref_steps == 12
+    else:
+        assert 1 <= ref_steps < 12  # the early stop happened mid-way
+    assert metrics["losses/num_minibatch_updates"] == ref_steps
+    torch.testing.assert_close(_flat(agent.policy), _flat(ref_agent.policy), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(_flat(agent.value), _flat(ref_agent.value), rtol=1e-10, atol=1e-12)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0][0], _flat(agent.policy), rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][1], value0, rtol=0, atol=0)
+    assert (_flat(agent.policy) - policy0).abs().max() > 1e-3 and (_flat(agent.value) - value0).abs().max() > 1e-3
+
+
+def test_trpo_calls_between_after_the_policy_step_and_changes_nothing():
+    cfg = build_config({"algo": "trpo", "env": "ant", "vf_epochs": 2, "vf_minibatches": 4, "fisher_fraction": 0.5,
+                        "max_kl": 0.02})
+    results = []
+    for with_between in (False, True):
+        agent = _agent()
+        batch = _batch(agent)
+        value0 = _flat(agent.value)
+        seen = []
+
+        def between():
+            seen.append((_flat(agent.policy).clone(), _flat(agent.value).clone()))
+            torch.rand(5)  # the next rollout's seed comes from the same generator
+
+        torch.manual_seed(11)
+        TRPOAgent(agent, cfg).update(batch, between=between if with_between else None)
+        results.append((_flat(agent.policy), _flat(agent.value)))
+        if with_between:
+            assert len(seen) == 1
+            torch.testing.assert_close(seen[0][0], _flat(agent.policy), rtol=0, atol=0)
+            torch.testing.assert_close(seen[0][1], value0, rtol=0, atol=0)
+    (p0, v0), (p1, v1) = results
+    torch.testing.assert_close(p1, p0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(v1, v0, rtol=1e-10, atol=1e-12)  # the critic's minibatches drawn before between
+    assert (v1 - value0).abs().max() > 1e-4
