@@ -15,7 +15,10 @@ Measured:
 
 * ``simulator``: Brax's ``env.step`` for ``num_envs`` envs, vmapped, random actions, 16 steps per
   jitted ``lax.scan`` and no torch anywhere: the simulator's limit on this machine.
-* ``simulator-again``: the same as ``simulator``, measured last; ratios are to the mean of the two.
+* The simulator is measured again between every two other measurements (the machine's speed
+  drifts by 10-20% within minutes); each ratio is to the mean of the simulator runs just before
+  and after it, and ``simulator-again`` in the table is the last of them. ``--no-bracket``
+  measures it only where ``--parts`` lists ``simulator`` and ``simulator-again``.
 * ``simulator-torch``: the same through stridelab's torch adapter, one step per call (what a
   user stepping ``BraxVecEnv`` from torch gets).
 * ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout).
@@ -214,19 +217,46 @@ def table(args: argparse.Namespace) -> None:
 
     results: dict = {"env": args.env, "backend": args.backend, "num_envs": args.num_envs, "gym_env": args.gym_env,
                      "cpu_count": os.cpu_count(), "parts": {}}
-    for part in tqdm(args.parts, desc="throughput", unit="part"):
-        results["parts"][part] = child(args, part, args.num_envs)
-    # The machine is shared and its speed drifts: the simulator is measured first and last, and
-    # every ratio is to the mean of the two.
-    sims = [results["parts"].get(p, {}).get("sps") for p in ("simulator", "simulator-again")]
-    sims = [x for x in sims if x]
+    # The machine is shared and its speed drifts by 10-20% within minutes, so the simulator is
+    # measured between every two other measurements and each ratio is to the mean of the two
+    # simulator runs around it (--no-bracket: the simulator only where --parts puts it, every
+    # ratio to the mean of its runs).
+    def is_sim(part: str) -> bool:
+        return part in ("simulator", "simulator-again")
+
+    others = [p for p in args.parts if not is_sim(p)]
+    order = ["simulator"] + [x for p in others for x in (p, "simulator")] if args.bracket else list(args.parts)
+    runs = [(part, child(args, "simulator" if is_sim(part) else part, args.num_envs))
+            for part in tqdm(order, desc="throughput", unit="part")]
+
+    def sps(part_run: tuple[str, dict]) -> float | None:
+        return part_run[1].get("sps") if is_sim(part_run[0]) else None
+
+    sims = [x for x in map(sps, runs) if x]
     sim = sum(sims) / len(sims) if sims else None
+    results["simulator_runs_sps"] = sims
     results["simulator_reference_sps"] = sim
-    brax = results["parts"].get("brax-ppo", {}).get("sps")
-    for r in results["parts"].values():
+    sim_results = [r for p, r in runs if is_sim(p)]
+    if sim_results:
+        results["parts"]["simulator"] = sim_results[0]
+    for i, (part, r) in enumerate(runs):
+        if is_sim(part):
+            continue
+        results["parts"][part] = r
+        before = next((x for x in map(sps, reversed(runs[:i])) if x), None)
+        after = next((x for x in map(sps, runs[i + 1 :]) if x), None)
+        near = [x for x in (before, after) if x]
+        r["simulator_around_sps"] = sum(near) / len(near) if args.bracket and near else sim
+    if len(sim_results) > 1:
+        results["parts"]["simulator-again"] = sim_results[-1]
+    for part, r in results["parts"].items():
         if "sps" in r:
-            r["x_simulator"] = r["sps"] / sim if sim else None
-            r["x_brax_ppo"] = r["sps"] / brax if brax else None
+            ref = sim if is_sim(part) else r["simulator_around_sps"]
+            r["x_simulator"] = r["sps"] / ref if ref else None
+    brax = results["parts"].get("brax-ppo", {})
+    for r in results["parts"].values():
+        if "sps" in r:  # both against their own simulator runs, so the drift cancels
+            r["x_brax_ppo"] = r["x_simulator"] / brax["x_simulator"] if brax.get("x_simulator") else None
     print(f"\n{args.env} ({args.backend}), {args.num_envs} envs; {args.gym_env} for SB3")
     print(f"{'measurement':<26}{'steps/s':>10}{'x sim':>8}{'x Brax PPO':>12}{'update %':>10}"
           f"{'first update':>14}{'peak MiB':>10}")
@@ -299,6 +329,8 @@ def main() -> None:
     p.add_argument("--brax-steps", type=int, default=1_000_000, help="env steps for Brax's PPO")
     p.add_argument("--sb3-steps", type=int, default=10_240, help="timed env steps for SB3")
     p.add_argument("--gym-env", default="Ant-v5", help="the same robot in Gymnasium, for SB3")
+    p.add_argument("--no-bracket", dest="bracket", action="store_false",
+                   help="measure the simulator only where --parts says, not between every two measurements")
     p.add_argument("--scaling", action="store_true", help="steps/s against --num-envs-list instead of the table")
     p.add_argument("--num-envs-list", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096, 8192])
     p.add_argument("--plot", default="docs/img/throughput_scaling.png")
