@@ -229,10 +229,10 @@ def table(args: argparse.Namespace) -> None:
     runs = [(part, child(args, "simulator" if is_sim(part) else part, args.num_envs))
             for part in tqdm(order, desc="throughput", unit="part")]
 
-    def sps(part_run: tuple[str, dict]) -> float | None:
+    def sim_sps(part_run: tuple[str, dict]) -> float | None:  # None for any other measurement
         return part_run[1].get("sps") if is_sim(part_run[0]) else None
 
-    sims = [x for x in map(sps, runs) if x]
+    sims = [x for x in map(sim_sps, runs) if x]
     sim = sum(sims) / len(sims) if sims else None
     results["simulator_runs_sps"] = sims
     results["simulator_reference_sps"] = sim
@@ -243,8 +243,8 @@ def table(args: argparse.Namespace) -> None:
         if is_sim(part):
             continue
         results["parts"][part] = r
-        before = next((x for x in map(sps, reversed(runs[:i])) if x), None)
-        after = next((x for x in map(sps, runs[i + 1 :]) if x), None)
+        before = next((x for x in map(sim_sps, reversed(runs[:i])) if x), None)
+        after = next((x for x in map(sim_sps, runs[i + 1 :]) if x), None)
         near = [x for x in (before, after) if x]
         r["simulator_around_sps"] = sum(near) / len(near) if args.bracket and near else sim
     if len(sim_results) > 1:

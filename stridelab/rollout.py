@@ -116,11 +116,14 @@ def _collect_stepwise(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: Rol
 
 
 @contextmanager
-def fewer_threads(active: bool = True) -> Iterator[None]:
-    """Half of torch's CPU threads inside the block (when ``active``), the other half's cores
-    left to a rollout started by :func:`start_collect` that runs meanwhile."""
+def beside_next_rollout(between: Callable[[], None] | None, device: torch.device) -> Iterator[None]:
+    """Call ``between`` (which starts the next rollout, :func:`start_collect`), then run the block
+    on half of torch's CPU threads, the other half's cores left to that rollout. Without
+    ``between``, or with tensors on a GPU, the block runs as it is."""
     n = torch.get_num_threads()
-    if not active or n < 2:
+    if between is not None:
+        between()
+    if between is None or device.type != "cpu" or n < 2:
         yield
         return
     torch.set_num_threads(n // 2)

@@ -10,7 +10,7 @@ from stridelab.config import TrainConfig
 from stridelab.distributed import SINGLE, Comm, normalize_advantages
 from stridelab.models import Agent
 from stridelab.ops import clipped_surrogate_loss, explained_variance, gaussian_entropy, gaussian_log_prob, value_loss
-from stridelab.rollout import Batch, fewer_threads
+from stridelab.rollout import Batch, beside_next_rollout
 
 
 class PPO:
@@ -61,19 +61,21 @@ class PPO:
         """
         cfg, agent = self.cfg, self.agent
         mb_size = len(batch) // cfg.num_minibatches
-        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+        names = ("policy_loss", "entropy", "approx_kl", "clipfrac")
         sums = torch.zeros(len(names), device=batch.obs.device)
+        value_sum = torch.zeros((), device=batch.obs.device)
         policy_params, value_params = list(agent.policy.parameters()), list(agent.value.parameters())
         with torch.no_grad():  # the normalizer is frozen during the update: normalize once
             obs_n = agent.obs_rms.normalize(batch.obs)
-        perms: list[torch.Tensor] = []
+        epochs: list[tuple[torch.Tensor, torch.Tensor]] = []  # each epoch's (obs, returns), for the value net
         n_updates = 0
         stop = False
         for _epoch in range(cfg.update_epochs):
             # One gather per field and epoch; minibatches are then contiguous slices (views).
             perm = torch.randperm(len(batch), generator=generator, device="cpu").to(batch.obs.device)
-            perms.append(perm)
-            e_obs, e_act, e_logp, e_adv = (x[perm] for x in (obs_n, batch.actions, batch.logp_old, batch.advantages))
+            e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (obs_n, batch.actions, batch.logp_old,
+                                                                     batch.advantages, batch.returns))
+            epochs.append((e_obs, e_ret))
             for start in range(0, len(batch), mb_size):
                 sl = slice(start, start + mb_size)
                 adv = normalize_advantages(e_adv[sl], self.comm) if cfg.norm_adv else e_adv[sl]
@@ -82,30 +84,26 @@ class PPO:
                 pg_loss, m = clipped_surrogate_loss(logp, e_logp[sl], adv, cfg.clip_coef)
                 entropy = gaussian_entropy(std).mean()
                 self._step(pg_loss - cfg.ent_coef * entropy, policy_params)
-                sums += torch.stack([pg_loss.detach(), torch.zeros_like(entropy), entropy.detach(), m["approx_kl"],
-                                     m["clipfrac"]])
+                sums += torch.stack([pg_loss.detach(), entropy.detach(), m["approx_kl"], m["clipfrac"]])
                 n_updates += 1
                 if cfg.target_kl is not None and self.comm.mean(m["approx_kl"]).item() > cfg.target_kl:
                     stop = True
                     break
             if stop:
                 break
-        overlapped = between is not None
-        if overlapped:
-            between()
-        with fewer_threads(overlapped and batch.obs.device.type == "cpu"):
+        with beside_next_rollout(between, batch.obs.device):
             done = 0
-            for perm in perms:
-                e_obs, e_ret = obs_n[perm], batch.returns[perm]
+            for e_obs, e_ret in epochs:
                 for start in range(0, len(batch), mb_size):
                     if done == n_updates:
                         break
                     sl = slice(start, start + mb_size)
                     v_loss = value_loss(agent.value(e_obs[sl]), e_ret[sl])
                     self._step(cfg.vf_coef * v_loss, value_params)
-                    sums[1] += v_loss.detach()
+                    value_sum += v_loss.detach()
                     done += 1
         metrics = {f"losses/{k}": float(v) / n_updates for k, v in zip(names, sums.tolist())}
+        metrics["losses/value_loss"] = float(value_sum) / n_updates
         with torch.no_grad():
             metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
         metrics["losses/num_minibatch_updates"] = float(n_updates)

@@ -11,7 +11,7 @@ from stridelab.distributed import SINGLE, Comm, normalize_advantages
 from stridelab.models import Agent
 from stridelab.ops import explained_variance, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
 from stridelab.optim import TRPO
-from stridelab.rollout import Batch, fewer_threads
+from stridelab.rollout import Batch, beside_next_rollout
 
 
 class TRPOAgent:
@@ -90,14 +90,10 @@ class TRPOAgent:
             "trpo/actual_improvement": info["loss_before"] - info["loss_after"],
         }
 
-    def update_value(self, batch: Batch, obs_n: torch.Tensor, perms: list[torch.Tensor] | None = None
-                     ) -> dict[str, float]:
-        """``vf_epochs`` epochs of Adam on the value loss; ``perms`` (one per epoch) fixes the
-        minibatches, else they are drawn here."""
+    def update_value(self, batch: Batch, obs_n: torch.Tensor, perms: list[torch.Tensor]) -> dict[str, float]:
+        """Adam on the value loss, one epoch per permutation in ``perms``."""
         cfg, value = self.cfg, self.agent.value
         mb_size = len(batch) // cfg.vf_minibatches
-        if perms is None:
-            perms = self.value_permutations(len(batch), obs_n.device)
         total, n = torch.zeros((), device=obs_n.device), 0
         for perm in perms:
             for start in range(0, len(batch), mb_size):
@@ -112,9 +108,6 @@ class TRPOAgent:
                 n += 1
         return {"losses/value_loss": float(total) / n}
 
-    def value_permutations(self, n: int, device: torch.device) -> list[torch.Tensor]:
-        return [torch.randperm(n, device="cpu").to(device) for _ in range(self.cfg.vf_epochs)]
-
     def update(self, batch: Batch, between: Callable[[], None] | None = None) -> dict[str, float]:
         """The TRPO step, then the critic's epochs; ``between`` is called after the policy's
         step (see :meth:`stridelab.algos.ppo.PPO.update`) and the critic then learns on fewer
@@ -123,11 +116,8 @@ class TRPOAgent:
         with torch.no_grad():
             obs_n = self.agent.obs_rms.normalize(batch.obs)
         metrics = self.update_policy(batch, obs_n)
-        perms = self.value_permutations(len(batch), obs_n.device)
-        overlapped = between is not None
-        if overlapped:
-            between()
-        with fewer_threads(overlapped and obs_n.device.type == "cpu"):
+        perms = [torch.randperm(len(batch), device="cpu").to(obs_n.device) for _ in range(self.cfg.vf_epochs)]
+        with beside_next_rollout(between, obs_n.device):
             metrics.update(self.update_value(batch, obs_n, perms))
         with torch.no_grad():
             metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
