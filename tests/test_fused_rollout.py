@@ -84,16 +84,42 @@ def test_fused_rollout_is_reproducible_and_seeded():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_training_on_brax_with_and_without_fusing(tmp_path, fused):
-    from stridelab.config import build_config
-    from stridelab.train import train
+def test_training_on_brax_with_and_without_fusing(tmp_path, monkeypatch, fused):
+    import time
 
+    from stridelab.config import build_config
+    import stridelab.train as train_mod
+
+    real_make_env, real_make_algo = train_mod.make_env, train_mod.make_algo
+    updates_done: list[float] = []
+
+    def slow_make_env(*args, **kwargs):  # a set-up that takes a while
+        time.sleep(1.0)
+        return real_make_env(*args, **kwargs)
+
+    def timed_make_algo(*args, **kwargs):
+        algo = real_make_algo(*args, **kwargs)
+        update = algo.update
+
+        def timed_update(*a, **k):
+            out = update(*a, **k)
+            updates_done.append(time.perf_counter())
+            return out
+
+        algo.update = timed_update
+        return algo
+
+    monkeypatch.setattr(train_mod, "make_env", slow_make_env)
+    monkeypatch.setattr(train_mod, "make_algo", timed_make_algo)
     cfg = build_config({"env": "ant", "algo": "ppo", "num_envs": 32, "num_steps": 16, "total_steps": 2048,
                         "fused_rollout": fused, "eval_episodes": 2, "eval_every": 1024,
                         "run_dir": str(tmp_path / "run"), "progress": False})
-    summary = train(cfg)
+    called = time.perf_counter()
+    summary = train_mod.train(cfg)
     assert summary["global_step"] == 2048
     assert np.isfinite(summary["eval/episodic_return"])
+    # The time to the first update counts from the call: set-up (here >= 1 s of it) and compilation included.
+    assert summary["time/first_update_s"] == pytest.approx(updates_done[0] - called, abs=0.5)
 
 
 def test_fitting_the_critic_during_the_next_rollout_changes_nothing_but_the_clock(tmp_path, monkeypatch):
