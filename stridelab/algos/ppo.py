@@ -67,15 +67,13 @@ class PPO:
         policy_params, value_params = list(agent.policy.parameters()), list(agent.value.parameters())
         with torch.no_grad():  # the normalizer is frozen during the update: normalize once
             obs_n = agent.obs_rms.normalize(batch.obs)
-        epochs: list[tuple[torch.Tensor, torch.Tensor]] = []  # each epoch's (obs, returns), for the value net
-        n_updates = 0
+        taken: list[tuple[torch.Tensor, torch.Tensor]] = []  # (obs, returns) of each minibatch the policy took
         stop = False
         for _epoch in range(cfg.update_epochs):
             # One gather per field and epoch; minibatches are then contiguous slices (views).
             perm = torch.randperm(len(batch), generator=generator, device="cpu").to(batch.obs.device)
             e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (obs_n, batch.actions, batch.logp_old,
                                                                      batch.advantages, batch.returns))
-            epochs.append((e_obs, e_ret))
             for start in range(0, len(batch), mb_size):
                 sl = slice(start, start + mb_size)
                 adv = normalize_advantages(e_adv[sl], self.comm) if cfg.norm_adv else e_adv[sl]
@@ -84,24 +82,19 @@ class PPO:
                 pg_loss, m = clipped_surrogate_loss(logp, e_logp[sl], adv, cfg.clip_coef)
                 entropy = gaussian_entropy(std).mean()
                 self._step(pg_loss - cfg.ent_coef * entropy, policy_params)
+                taken.append((e_obs[sl], e_ret[sl]))  # views: the value net's pass takes the same minibatches
                 sums += torch.stack([pg_loss.detach(), entropy.detach(), m["approx_kl"], m["clipfrac"]])
-                n_updates += 1
                 if cfg.target_kl is not None and self.comm.mean(m["approx_kl"]).item() > cfg.target_kl:
                     stop = True
                     break
             if stop:
                 break
         with beside_next_rollout(between, batch.obs.device):
-            done = 0
-            for e_obs, e_ret in epochs:
-                for start in range(0, len(batch), mb_size):
-                    if done == n_updates:
-                        break
-                    sl = slice(start, start + mb_size)
-                    v_loss = value_loss(agent.value(e_obs[sl]), e_ret[sl])
-                    self._step(cfg.vf_coef * v_loss, value_params)
-                    value_sum += v_loss.detach()
-                    done += 1
+            for mb_obs, mb_ret in taken:
+                v_loss = value_loss(agent.value(mb_obs), mb_ret)
+                self._step(cfg.vf_coef * v_loss, value_params)
+                value_sum += v_loss.detach()
+        n_updates = len(taken)
         metrics = {f"losses/{k}": float(v) / n_updates for k, v in zip(names, sums.tolist())}
         metrics["losses/value_loss"] = float(value_sum) / n_updates
         with torch.no_grad():
