@@ -231,7 +231,10 @@ def table(args: argparse.Namespace) -> None:
     # the repeats come after one pass over every part, so each repeat sees the machine at another time.
     ours = [p for p in others if p.startswith("stridelab-")]
     others += [p for _ in range(args.repeats - 1) for p in ours]
-    order = ["simulator"] + [x for p in others for x in (p, "simulator")] if args.bracket else list(args.parts)
+    if args.bracket:
+        order = ["simulator"] + [x for p in others for x in (p, "simulator")]
+    else:  # the simulator only where --parts lists it: first and last
+        order = [p for p in args.parts if p == "simulator"] + others + [p for p in args.parts if p == "simulator-again"]
     runs = [(part, child(args, "simulator" if is_sim(part) else part, args.num_envs))
             for part in tqdm(order, desc="throughput", unit="part")]
 
