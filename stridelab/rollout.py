@@ -75,15 +75,19 @@ def start_collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: Rollout
     A fused rollout is only dispatched here and runs in the simulator's runtime while the caller
     goes on (fitting the critic, which the rollout does not use); ``storage`` is filled when the
     returned function is called. Until then the policy and the normalizer must not change.
-    Step by step, the rollout is done before this returns.
+    Step by step, the rollout is done before this returns. Calling the function again returns
+    the same next obs without waiting or copying.
     """
     if fused_seed is None:
         next_obs = _collect_stepwise(env, agent, obs, storage)
         return lambda: next_obs
     pending = env.start_rollout(agent, storage.num_steps, fused_seed)
+    done: list[torch.Tensor] = []
 
     @torch.no_grad()
     def finish() -> torch.Tensor:
+        if done:
+            return done[0]
         r = pending()
         storage.obs.copy_(r["obs"])
         storage.actions.copy_(r["u"])
@@ -93,7 +97,8 @@ def start_collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: Rollout
         storage.final_obs.copy_(r["final_obs"])
         storage.ep_returns.copy_(r["episode_return"])
         storage.ep_lengths.copy_(r["episode_length"])
-        return r["next_obs"]
+        done.append(r["next_obs"])
+        return done[0]
 
     return finish
 

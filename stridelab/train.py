@@ -317,11 +317,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         pending = start_rollout()
 
     def finish_pending() -> None:
-        """Let the rollout in flight finish now, so an evaluation's clock does not count it."""
-        nonlocal pending
+        """Let the rollout in flight finish now, so an evaluation's clock does not count it
+        (the loop's own call of ``pending`` then returns at once)."""
         if pending is not None:
-            ready = pending()
-            pending = lambda: ready  # noqa: E731
+            pending()
 
     nonfinite = _NonFiniteGuard(cfg.max_nonfinite, agent, algo, reward_norm, comm)
     signals = ExitStack()
