@@ -1,5 +1,6 @@
 """Data-parallel training: two CPU processes (gloo) against one process on the union of the data."""
 
+import faulthandler
 import json
 import os
 
@@ -53,6 +54,9 @@ def one_update(algo, batch, rms_state, comm):
 
 
 def worker(rank, world, init_file, out_dir, algo):
+    # A crash in a worker (one CI run saw a rare SIGABRT, "terminate called without an active
+    # exception") then prints every thread's Python stack to the captured stderr.
+    faulthandler.enable(all_threads=True)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         comm = Comm.from_torch_distributed()
@@ -66,6 +70,7 @@ def worker(rank, world, init_file, out_dir, algo):
         rms.update(torch.ones(3, OBS, dtype=torch.float64))
         rms.update(share.obs, comm)
         torch.save({"params": params, "rms": rms.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # neither process tears the group down while the other may still use it
     finally:
         dist.destroy_process_group()
 
