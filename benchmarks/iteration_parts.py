@@ -31,7 +31,7 @@ def main() -> None:
 
     from stridelab.config import build_config
     from stridelab.envs import make_env
-    from stridelab.envs.brax import _import_brax_envs
+    from stridelab.envs.brax import _import_brax_envs, jit
     from stridelab.rollout import RolloutStorage, make_batch, start_collect
     from stridelab.train import make_agent, make_algo
 
@@ -41,13 +41,13 @@ def main() -> None:
     raw = _import_brax_envs().get_environment(args.env, backend=args.backend)
     step = jax.vmap(raw.step)
 
-    @jax.jit
-    def simulate(state, key):  # noqa: ANN001, ANN202
+    def scan(state, key):  # noqa: ANN001, ANN202
         def body(s, k):  # noqa: ANN001, ANN202
             return step(s, jax.random.uniform(k, (n, raw.action_size), minval=-1.0, maxval=1.0)), ()
         return jax.lax.scan(body, state, jax.random.split(key, t_steps))[0]
 
-    state = jax.jit(jax.vmap(raw.reset))(jax.random.split(jax.random.PRNGKey(0), n))
+    simulate = jit(scan)  # the compiler options stridelab's own programs use
+    state = jit(jax.vmap(raw.reset))(jax.random.split(jax.random.PRNGKey(0), n))
     env = make_env(args.env, n, backend=args.backend)
     agent = make_agent(cfg, env.spec)
     algo = make_algo(agent, cfg)

@@ -28,7 +28,8 @@ Measured:
   run alongside the next rollout).
 * ``stridelab-ppo-stepwise``: PPO with ``--no-fused-rollout`` (the policy in torch, stepped from Python).
 * ``brax-ppo``: ``brax.training.agents.ppo.train`` with Brax's published Ant settings at the same
-  env count (its ``training/sps``, evaluation excluded). On JAX 0.10 it needs
+  env count (its ``training/sps``, evaluation excluded), compiled with the XLA CPU options
+  stridelab's own programs use (``XLA_FLAGS``; see ``CPU_COMPILER_OPTIONS``), as is ``simulator``. On JAX 0.10 it needs
   ``jax.device_put_replicated``, removed from JAX's public API but still in ``jax._src.api``.
 * ``sb3-ppo`` / ``sb3-trpo``: Stable-Baselines3 PPO and sb3-contrib TRPO on Gymnasium's Ant-v5
   (MuJoCo, one env, their defaults).
@@ -62,19 +63,19 @@ def _peak_rss_mib() -> float:
 def simulator(env_name: str, num_envs: int, backend: str, seconds: float) -> dict:
     import jax
 
-    from stridelab.envs.brax import _import_brax_envs
+    from stridelab.envs.brax import _import_brax_envs, jit
 
     env = _import_brax_envs().get_environment(env_name, backend=backend)
     step = jax.vmap(env.step)
 
-    @jax.jit
-    def run(state, key):  # noqa: ANN001, ANN202
+    def scan(state, key):  # noqa: ANN001, ANN202
         def body(s, k):  # noqa: ANN001, ANN202
             a = jax.random.uniform(k, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
             return step(s, a), ()
         return jax.lax.scan(body, state, jax.random.split(key, 16))[0]
 
-    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    run = jit(scan)  # compiled as stridelab compiles its own programs (CPU_COMPILER_OPTIONS)
+    state = jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
     state = jax.block_until_ready(run(state, jax.random.PRNGKey(1)))
     first = time.perf_counter() - _T0
     calls, t = 0, time.perf_counter()
@@ -132,6 +133,11 @@ def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, it
 def brax_ppo(env_name: str, num_envs: int, backend: str, steps: int) -> dict:
     import functools
 
+    from stridelab.envs.brax import xla_flags
+
+    # Brax's programs get the XLA setting stridelab compiles its own with (read when JAX's
+    # backend starts, so before anything runs), so the two trainers meet on the same compiler.
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags()}".strip()
     import jax
 
     if not hasattr(jax, "device_put_replicated"):  # removed from JAX's API; Brax 0.14 still calls it

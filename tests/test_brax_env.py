@@ -97,6 +97,28 @@ def test_reset_is_random_across_envs_and_deterministic_per_seed(env):
     assert torch.cdist(first, first).add(torch.eye(N) * 1e9).min() > 1e-4
 
 
+@pytest.mark.parametrize("task", ["inverted_pendulum"])
+def test_the_cpu_compiler_options_change_speed_not_physics(monkeypatch, task):
+    """Our CPU programs use XLA's classic code generation (``CPU_COMPILER_OPTIONS``): the same
+    trajectory, across resets, as XLA's default code generation, to float32 rounding."""
+    from stridelab.envs.brax import CPU_COMPILER_OPTIONS, xla_flags
+
+    def trajectory():
+        e = make_env(task, 4, episode_length=20)
+        obs = [e.reset(3)]
+        g = torch.Generator().manual_seed(2)
+        for _ in range(50):
+            obs.append(e.step(torch.rand(4, e.spec.act_dim, generator=g) * 2 - 1).obs)
+        return torch.stack(obs)
+
+    ours = trajectory()
+    monkeypatch.setenv("STRIDELAB_XLA_DEFAULTS", "1")
+    assert xla_flags() == ""
+    xla_default = trajectory()
+    assert CPU_COMPILER_OPTIONS and ours.abs().max() > 0.1
+    torch.testing.assert_close(ours, xla_default, rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_env_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown env 'antt'.*did you mean 'ant'.*halfcheetah"):
         make_env("antt", 4)

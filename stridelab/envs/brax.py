@@ -51,6 +51,34 @@ def _enable_compilation_cache() -> None:
 
 _enable_compilation_cache()
 
+# XLA's CPU compiler generates code for fused ops with its newer "fusion emitters" by default.
+# On Brax's physics the classic emitters they replace compile in about half the time and run
+# 5-12% faster (ant, humanoid, halfcheetah on spring; ant on positional; docs/benchmarks.md),
+# so our CPU programs ask for those. ``STRIDELAB_XLA_DEFAULTS=1`` compiles with XLA's defaults.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _cpu_options() -> dict[str, Any]:
+    if os.environ.get("STRIDELAB_XLA_DEFAULTS", "").lower() in ("1", "true", "yes", "on"):
+        return {}
+    return dict(CPU_COMPILER_OPTIONS)
+
+
+def jit(fun: Callable, device: Any = None, **kwargs: Any) -> Any:
+    """``jax.jit(fun, **kwargs)``, with :data:`CPU_COMPILER_OPTIONS` when ``device`` (default:
+    JAX's first device) is a CPU. The options are part of the compilation cache's key."""
+    platform = (device if device is not None else jax.devices()[0]).platform
+    if platform == "cpu" and _cpu_options():
+        kwargs["compiler_options"] = _cpu_options()
+    return jax.jit(fun, **kwargs)
+
+
+def xla_flags() -> str:
+    """:data:`CPU_COMPILER_OPTIONS` written for ``XLA_FLAGS``: the way to give programs that
+    others jit (Brax's own trainer, in benchmarks/) the same setting. Empty with
+    ``STRIDELAB_XLA_DEFAULTS=1``."""
+    return " ".join(f"--{k}={str(v).lower()}" for k, v in _cpu_options().items())
+
 
 class _ClipCompat:
     """``jax.numpy`` with the ``clip(a, a_min=, a_max=)`` keywords JAX 0.10 removed.
@@ -163,8 +191,8 @@ class BraxVecEnv:
             episode_length=int(episode_length),
         )
         self._carry: tuple | None = None
-        self._reset_fn = jax.jit(self._reset_impl)
-        self._step_fn = jax.jit(self._step_impl, donate_argnums=0)
+        self._reset_fn = jit(self._reset_impl, self._jax_device)
+        self._step_fn = jit(self._step_impl, self._jax_device, donate_argnums=0)
         self._rollout_fns: dict[tuple, Any] = {}
 
     def _observation_size(self) -> int:
@@ -186,12 +214,17 @@ class BraxVecEnv:
         return jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
 
     def _reset_impl(self, key: jax.Array) -> tuple:
-        key, first, spare = jax.random.split(key, 3)
-        zeros_i = jnp.zeros((self.num_envs,), jnp.int32)
-        zeros_f = jnp.zeros((self.num_envs,), jnp.float32)
-        unused = jnp.zeros((self.num_envs,), bool)
+        key, sub = jax.random.split(key)
+        n = self.num_envs
+        # The first states and the spares in one vmapped reset of 2N envs: XLA compiles Brax's
+        # reset once, not twice (half of reset's compilation time on a fresh machine).
+        both = jax.vmap(self._env.reset)(jax.random.split(sub, 2 * n))
+        first, spare = (jax.tree.map(lambda x, s=s: x[s], both) for s in (slice(0, n), slice(n, 2 * n)))
+        zeros_i = jnp.zeros((n,), jnp.int32)
+        zeros_f = jnp.zeros((n,), jnp.float32)
+        unused = jnp.zeros((n,), bool)
         # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
-        return (self._draw(first), zeros_i, zeros_f, key, self._draw(spare), unused)
+        return (first, zeros_i, zeros_f, key, spare, unused)
 
     def _step_impl(self, carry: tuple, action: jax.Array) -> tuple:
         state, t, ep_return, key, spare, used = carry
@@ -283,7 +316,7 @@ class BraxVecEnv:
 
                 return jax.lax.scan(body, carry, jax.random.split(key, num_steps))
 
-            fn = self._rollout_fns[fn_key] = jax.jit(run, donate_argnums=0)
+            fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=0)
         params = jax_policy.policy_params(agent, self._via_host)
         self._carry, outs = fn(self._carry, params, self._key(seed))
         next_obs = self._carry[0].obs
