@@ -9,7 +9,9 @@ Auto-reset differs from Brax's ``AutoResetWrapper``: that wrapper sends every en
 one first state stored at reset time, so all episodes of an env start alike. Here each ended env
 restarts from a freshly sampled random initial state that no episode has used before: every env
 holds a spare one, and the spares are redrawn (one vmapped reset for the batch) only when an env
-ends whose spare is spent, not on every step (docs/benchmarks.md).
+ends whose spare is spent, not on every step. That redraw happens outside the compiled step (the
+step halts, the spares are redrawn, the step runs again), so Brax's ``reset`` is compiled into one
+program only and the step and rollout programs compile in about half the time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ class BraxVecEnv:
             episode_length=int(episode_length),
         )
         self._carry: tuple | None = None
-        self._reset_fn = jit(self._reset_impl, self._jax_device)
+        self._unfinished: Callable[[], dict[str, torch.Tensor]] | None = None  # a started rollout
+        self._pair_fn = jit(self._draw_pair, self._jax_device)
         self._step_fn = jit(self._step_impl, self._jax_device, donate_argnums=0)
         self._rollout_fns: dict[tuple, Any] = {}
 
@@ -209,71 +212,77 @@ class BraxVecEnv:
 
     # --- jitted pure functions -------------------------------------------------------------
 
-    def _draw(self, key: jax.Array) -> Any:
-        """``num_envs`` fresh random initial states, one key each."""
-        return jax.vmap(self._env.reset)(jax.random.split(key, self.num_envs))
-
-    def _reset_impl(self, key: jax.Array) -> tuple:
-        key, sub = jax.random.split(key)
+    def _draw_pair(self, key_a: jax.Array, key_b: jax.Array) -> tuple[Any, Any]:
+        """Two batches of ``num_envs`` fresh random initial states, one key per env, in one
+        vmapped reset of ``2 N`` envs. It is the only program that runs Brax's ``reset``:
+        XLA compiles ``reset`` once, for the first states and for every redraw of spares."""
         n = self.num_envs
-        # The first states and the spares in one vmapped reset of 2N envs: XLA compiles Brax's
-        # reset once, not twice (half of reset's compilation time on a fresh machine).
-        both = jax.vmap(self._env.reset)(jax.random.split(sub, 2 * n))
-        first, spare = (jax.tree.map(lambda x, s=s: x[s], both) for s in (slice(0, n), slice(n, 2 * n)))
-        zeros_i = jnp.zeros((n,), jnp.int32)
-        zeros_f = jnp.zeros((n,), jnp.float32)
-        unused = jnp.zeros((n,), bool)
-        # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
-        return (first, zeros_i, zeros_f, key, spare, unused)
+        both = jax.vmap(self._env.reset)(jnp.concatenate([jax.random.split(key_a, n), jax.random.split(key_b, n)]))
+        return tuple(jax.tree.map(lambda x, s=s: x[s], both) for s in (slice(0, n), slice(n, 2 * n)))
 
     def _step_impl(self, carry: tuple, action: jax.Array) -> tuple:
+        """One step of every env, or none: ``(carry, out, halted)``.
+
+        An ended env restarts from its spare fresh initial state. If an env ends whose spare is
+        already spent, nothing is stepped: the same ``carry`` comes back with ``halted`` set, the
+        caller redraws every spare (:meth:`_refill`) and steps again with the same action. So the
+        compiled step holds no ``reset``, and every restart still starts from a random state no
+        episode has used, while the redraw costs one vmapped reset per many steps.
+        """
         state, t, ep_return, key, spare, used = carry
         nxt = jax.vmap(self._env.step)(state, action)
-        t = t + 1
-        ep_return = ep_return + nxt.reward
+        t1 = t + 1
+        ep_return1 = ep_return + nxt.reward
         terminated = nxt.done > 0
-        truncated = (t >= self.spec.episode_length) & ~terminated
+        truncated = (t1 >= self.spec.episode_length) & ~terminated
         done = terminated | truncated
-
-        # Each env keeps one spare fresh initial state; an ended env restarts from its spare.
-        # All spares are redrawn together (one vmapped reset) only when an env ends whose spare
-        # is already spent, so every restart starts from a never-used random state while the
-        # reset costs one draw per many steps rather than one per step (docs/benchmarks.md).
-        key, sub = jax.random.split(key)
-        need = jnp.any(done & used)
-        spare, used = jax.lax.cond(need, lambda: (self._draw(sub), jnp.zeros_like(used)), lambda: (spare, used))
+        halted = jnp.any(done & used)
 
         def pick(new_leaf: jax.Array, old_leaf: jax.Array) -> jax.Array:
             mask = done.reshape(done.shape + (1,) * (old_leaf.ndim - 1))
             return jnp.where(mask, new_leaf, old_leaf)
 
         restarted = jax.tree.map(pick, spare, nxt)
-        out = (
-            restarted.obs,
-            nxt.reward,
-            terminated,
-            truncated,
-            nxt.obs,
-            ep_return,
-            t,
-        )
-        carry = (restarted, jnp.where(done, 0, t), jnp.where(done, 0.0, ep_return), key, spare, used | done)
-        return carry, out
+        out = (restarted.obs, nxt.reward, terminated, truncated, nxt.obs, ep_return1, t1)
+        stepped = (restarted, jnp.where(done, 0, t1), jnp.where(done, 0.0, ep_return1), jax.random.split(key)[0],
+                   spare, used | done)
+        carry = jax.tree.map(lambda old, new: jnp.where(halted, old, new), carry, stepped)
+        return carry, out, halted
 
-    # --- torch-facing API ------------------------------------------------------------------
+    # --- host-side driving of the compiled programs ----------------------------------------
+
+    def _refill(self, carry: tuple) -> tuple:
+        """Every env's spare replaced by a fresh initial state (from the carry's key, which the
+        step then advances as usual), all marked unused."""
+        state, t, ep_return, key, _spare, used = carry
+        fresh, _ = self._pair_fn(jax.random.split(key)[1], jax.random.split(key)[1])
+        return (state, t, ep_return, key, fresh, jnp.zeros_like(used))
 
     def _key(self, seed: int) -> jax.Array:
         """A PRNG key committed to the env's JAX device (the carry then follows it)."""
         return jax.device_put(jax.random.PRNGKey(seed), self._jax_device)
 
+    # --- torch-facing API ------------------------------------------------------------------
+
     def reset(self, seed: int) -> torch.Tensor:
-        self._carry = self._reset_fn(self._key(seed))
-        return _jax_to_torch(self._carry[0].obs, self.device)
+        self._finish()
+        key, key_a, key_b = jax.random.split(self._key(seed), 3)
+        first, spare = self._pair_fn(key_a, key_b)
+        n = self.num_envs
+        zeros = jax.device_put(jnp.zeros((n,), jnp.int32), self._jax_device)
+        # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
+        self._carry = (first, zeros, zeros.astype(jnp.float32), key, spare, zeros.astype(bool))
+        return _jax_to_torch(first.obs, self.device)
 
     def step(self, action: torch.Tensor) -> StepResult:
         if self._carry is None:
             raise RuntimeError("call reset(seed) before step()")
-        self._carry, out = self._step_fn(self._carry, _torch_to_jax(action.float(), self._via_host))
+        self._finish()
+        act = _torch_to_jax(action.float(), self._via_host)
+        carry, out, halted = self._step_fn(self._carry, act)
+        if bool(halted):  # an env ended with its spare spent: redraw the spares, step again
+            carry, out, halted = self._step_fn(self._refill(carry), act)
+        self._carry = carry
         obs, reward, terminated, truncated, final_obs, ep_ret, ep_len = (
             _jax_to_torch(x, self.device) for x in out
         )
@@ -298,41 +307,75 @@ class BraxVecEnv:
         ``[T, N, ...]`` tensors: ``obs`` (seen before each step), ``u`` (the unclipped samples),
         ``reward``, ``terminated``, ``truncated``, ``final_obs``, ``episode_return``,
         ``episode_length``, and ``next_obs [N, obs_dim]`` to continue from.
+
+        The loop stops early where a step halts (an env ends with its spare spent, see
+        :meth:`_step_impl`); fetching the result then redraws the spares and runs the loop on
+        from that step, with the same keys, so the trajectory does not depend on where it stopped.
         """
         from stridelab.envs import jax_policy
 
         if self._carry is None:
             raise RuntimeError("call reset(seed) before rollout()")
+        self._finish()
         clip, min_std = float(agent.obs_rms.clip), float(agent.policy.min_std)
         fn_key = (int(num_steps), clip, min_std)
         fn = self._rollout_fns.get(fn_key)
         if fn is None:
-            def run(carry: tuple, params: dict, key: jax.Array) -> tuple:
-                def body(c: tuple, k: jax.Array) -> tuple:
+            def run(carry: tuple, params: dict, key: jax.Array, t0: jax.Array, bufs: tuple) -> tuple:
+                keys = jax.random.split(key, num_steps)
+
+                def body(loop: tuple) -> tuple:
+                    t, c, b, _ = loop
                     obs = c[0].obs
-                    action, u = jax_policy.sample(params, obs, k, clip, min_std)
-                    c, out = self._step_impl(c, action)
-                    return c, (obs, u) + out[1:]
+                    action, u = jax_policy.sample(params, obs, keys[t], clip, min_std)
+                    c, out, halted = self._step_impl(c, action)
+                    # A halted step's row is written and then overwritten when the loop resumes.
+                    b = tuple(buf.at[t].set(x) for buf, x in zip(b, (obs, u) + out[1:]))
+                    return jnp.where(halted, t, t + 1), c, b, halted
 
-                return jax.lax.scan(body, carry, jax.random.split(key, num_steps))
+                def cond(loop: tuple) -> jax.Array:
+                    return (loop[0] < num_steps) & ~loop[3]
 
-            fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=0)
+                t, carry, bufs, _ = jax.lax.while_loop(cond, body, (t0, carry, bufs, jnp.zeros((), bool)))
+                return carry, bufs, t
+
+            fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=(0, 4))
         params = jax_policy.policy_params(agent, self._via_host)
-        self._carry, outs = fn(self._carry, params, self._key(seed))
-        next_obs = self._carry[0].obs
+        key = self._key(seed)
+        n, od, ad = self.num_envs, self.spec.obs_dim, self.spec.act_dim
+        f32, T = jnp.float32, int(num_steps)
+        shapes = ((T, n, od, f32), (T, n, ad, f32), (T, n, f32), (T, n, bool), (T, n, bool), (T, n, od, f32),
+                  (T, n, f32), (T, n, jnp.int32))
+        bufs = tuple(jnp.zeros(sh[:-1], sh[-1], device=self._jax_device) for sh in shapes)
+        t0 = jax.device_put(jnp.zeros((), jnp.int32), self._jax_device)
+        self._carry, bufs, t_end = fn(self._carry, params, key, t0, bufs)
+        done: dict[str, torch.Tensor] = {}
 
         def result() -> dict[str, torch.Tensor]:
+            nonlocal bufs, t_end
+            if done:
+                return done
+            while int(t_end) < T:  # halted: redraw the spares, go on from that step
+                self._carry, bufs, t_end = fn(self._refill(self._carry), params, key, t_end, bufs)
             names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
-            tensors = {n: _jax_to_torch(x, self.device) for n, x in zip(names, outs)}
+            done.update({nm: _jax_to_torch(x, self.device) for nm, x in zip(names, bufs)})
             # A copy: the carry's buffers are donated to (and overwritten by) the next call.
-            tensors["next_obs"] = _jax_to_torch(next_obs, self.device).clone()
-            return tensors
+            done["next_obs"] = _jax_to_torch(self._carry[0].obs, self.device).clone()
+            self._unfinished = None
+            return done
 
+        self._unfinished = result
         return result
+
+    def _finish(self) -> None:
+        """Run a started rollout to its end before anything else uses the carry."""
+        if self._unfinished is not None:
+            self._unfinished()
 
     @property
     def pipeline_states(self) -> Any:
         """Current batched Brax physics state (for rendering)."""
+        self._finish()
         return None if self._carry is None else self._carry[0].pipeline_state
 
     @property
@@ -340,6 +383,6 @@ class BraxVecEnv:
         return self._env
 
     def close(self) -> None:
-        self._carry = None
+        self._carry, self._unfinished = None, None
 
 
