@@ -255,7 +255,8 @@ class BraxVecEnv:
         """Every env's spare replaced by a fresh initial state (from the carry's key, which the
         step then advances as usual), all marked unused."""
         state, t, ep_return, key, _spare, used = carry
-        fresh, _ = self._pair_fn(jax.random.split(key)[1], jax.random.split(key)[1])
+        sub = jax.random.split(key)[1]
+        fresh, _ = self._pair_fn(sub, sub)  # the second half (the same states) is dropped
         return (state, t, ep_return, key, fresh, jnp.zeros_like(used))
 
     def _key(self, seed: int) -> jax.Array:
