@@ -270,7 +270,7 @@ class BraxVecEnv:
         key, key_a, key_b = jax.random.split(self._key(seed), 3)
         first, spare = self._pair_fn(key_a, key_b)
         n = self.num_envs
-        zeros = jax.device_put(jnp.zeros((n,), jnp.int32), self._jax_device)
+        zeros = jnp.zeros((n,), jnp.int32, device=self._jax_device)
         # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
         self._carry = (first, zeros, zeros.astype(jnp.float32), key, spare, zeros.astype(bool))
         return _jax_to_torch(first.obs, self.device)
@@ -343,11 +343,11 @@ class BraxVecEnv:
             fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=(0, 4))
         params = jax_policy.policy_params(agent, self._via_host)
         key = self._key(seed)
-        n, od, ad = self.num_envs, self.spec.obs_dim, self.spec.act_dim
-        f32, T = jnp.float32, int(num_steps)
-        shapes = ((T, n, od, f32), (T, n, ad, f32), (T, n, f32), (T, n, bool), (T, n, bool), (T, n, od, f32),
-                  (T, n, f32), (T, n, jnp.int32))
-        bufs = tuple(jnp.zeros(sh[:-1], sh[-1], device=self._jax_device) for sh in shapes)
+        T, n, od, ad, f32 = int(num_steps), self.num_envs, self.spec.obs_dim, self.spec.act_dim, jnp.float32
+        fields = {"obs": ((od,), f32), "u": ((ad,), f32), "reward": ((), f32), "terminated": ((), bool),
+                  "truncated": ((), bool), "final_obs": ((od,), f32), "episode_return": ((), f32),
+                  "episode_length": ((), jnp.int32)}  # in the order the loop writes them
+        bufs = tuple(jnp.zeros((T, n) + tail, dtype, device=self._jax_device) for tail, dtype in fields.values())
         t0 = jax.device_put(jnp.zeros((), jnp.int32), self._jax_device)
         self._carry, bufs, t_end = fn(self._carry, params, key, t0, bufs)
         done: dict[str, torch.Tensor] = {}
@@ -358,8 +358,7 @@ class BraxVecEnv:
                 return done
             while int(t_end) < T:  # halted: redraw the spares, go on from that step
                 self._carry, bufs, t_end = fn(self._refill(self._carry), params, key, t_end, bufs)
-            names = ("obs", "u", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length")
-            done.update({nm: _jax_to_torch(x, self.device) for nm, x in zip(names, bufs)})
+            done.update({nm: _jax_to_torch(x, self.device) for nm, x in zip(fields, bufs)})
             # A copy: the carry's buffers are donated to (and overwritten by) the next call.
             done["next_obs"] = _jax_to_torch(self._carry[0].obs, self.device).clone()
             self._unfinished = None
