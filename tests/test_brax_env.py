@@ -140,3 +140,22 @@ def test_presets_pick_the_backend_a_task_needs():
     assert build_config({"env": "swimmer", "algo": "ppo"}).backend == "generalized"
     assert build_config({"env": "ant", "algo": "trpo"}).backend == "spring"
     assert build_config({"env": "swimmer", "algo": "ppo", "backend": "positional"}).backend == "positional"
+
+
+def test_a_gpu_torch_beside_a_cpu_only_jax_is_named_with_the_fix():
+    from stridelab.envs.brax import host_crossing_note
+
+    note = host_crossing_note(torch.device("cuda", 1), "cpu")
+    assert "cuda:1" in note and "jax[cuda13]" in note and "\n" not in note
+    assert host_crossing_note(torch.device("cuda"), "gpu") is None
+    assert host_crossing_note(torch.device("cpu"), "cpu") is None
+    assert host_crossing_note(torch.device("cpu"), "gpu") is None
+
+
+def test_the_envs_compute_on_the_cpu_for_a_cpu_run():
+    import jax
+
+    env = make_env("ant", 4, device="cpu")
+    obs = env.reset(seed=0)
+    assert obs.device.type == "cpu"
+    assert env._jax_device == jax.devices("cpu")[0]

@@ -127,6 +127,18 @@ def brax_env_names() -> list[str]:
     return sorted(n for n in _import_brax_envs()._envs if n != "fast")
 
 
+def host_crossing_note(torch_device: torch.device, jax_platform: str) -> str | None:
+    """One line for the user when torch computes on a GPU but JAX has no GPU backend (JAX's
+    plain wheels are CPU-only): Brax then simulates on the CPU and every step crosses through
+    host memory. ``None`` when both share a device."""
+    if torch_device.type != "cuda" or jax_platform == "gpu":
+        return None
+    return (f"torch uses {torch_device} but JAX runs on its {jax_platform} backend, so Brax simulates "
+            "on the CPU and each step is copied through host memory; to simulate on the GPU install "
+            "JAX's CUDA plugin: pip install 'jax[cuda13]>=0.10,<0.11' (jax[cuda12] with a CUDA 12 "
+            "torch), or make install on a machine with nvidia-smi")
+
+
 def _jax_to_torch(x: jax.Array, device: torch.device) -> torch.Tensor:
     t = torch.from_dlpack(x)
     return t if t.device == device else t.to(device, non_blocking=True)
@@ -172,15 +184,23 @@ class BraxVecEnv:
         self.device = torch.device(device)
         self.backend = backend
         # Decided once, not per step: does an action need a host copy to reach JAX?
-        self._via_host = self.device.type == "cuda" and jax.devices()[0].platform != "gpu"
-        # With several GPUs (one data-parallel process each), JAX computes on the GPU torch uses.
+        note = host_crossing_note(self.device, jax.devices()[0].platform)
+        self._via_host = note is not None
+        if note is not None:
+            import warnings
+
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        # JAX computes where torch does: on the CPU for a CPU run even when JAX has a GPU (torch's
+        # CPU tensors cannot meet GPU arrays in one program), and with several GPUs (one
+        # data-parallel process each) on the GPU this process's torch uses.
         # Every input is placed on this device explicitly ("committed" in JAX's terms): a jitted
         # function compiles separately for committed and uncommitted inputs, and arrays handed
         # over by DLPack are committed, so an uncommitted first carry cost a second compilation.
-        self._jax_device = jax.devices()[0]
         if self.device.type == "cuda" and not self._via_host:
             gpus = jax.devices("gpu")
             self._jax_device = gpus[min(self.device.index or 0, len(gpus) - 1)]
+        else:
+            self._jax_device = jax.devices("cpu")[0]
         limits = self._action_limits()
         self.spec = EnvSpec(
             name=name,
