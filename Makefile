@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	    apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri; \
 	  else echo "note: videos need EGL and Mesa: sudo apt-get install libegl1 libgl1-mesa-dri"; fi; \
 	fi
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "stridelab needs Python 3.11, found " + sys.version.split()[0] + " ($(PYTHON)); install python3.11 or run make PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'

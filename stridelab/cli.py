@@ -257,7 +257,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     for algo in args.algos:
         validate(build_config({**given, "algo": algo, "env": args.env, "total_steps": args.total_steps}))
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # absolute: Ray's workers may start elsewhere
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(out, args.algos, args.seeds)
     check_budgets(specs, args.total_steps)
@@ -280,7 +280,11 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     if failed:
         raise ConfigError(f"{len(failed)} run(s) failed: {', '.join(s.name for s in failed)}; see their logs in {out}")
     if args.video_steps:
-        render_best(out, specs, steps=args.video_steps)
+        try:
+            render_best(out, specs, steps=args.video_steps)
+        except Exception as e:  # noqa: BLE001 - the report matters more than its animations
+            print(f"[compare] videos skipped ({type(e).__name__}: {e}); the report follows without them",
+                  file=sys.stderr, flush=True)
     return _write_report(out)
 
 
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         try:
             return cmd_compare(args, extra)
-        except (ConfigError, ValueError) as e:
+        except (ConfigError, CheckpointError, ValueError) as e:
             print(f"stridelab compare: error: {e}", file=sys.stderr)
             return EXIT_USAGE
     handlers = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "video": cmd_video,

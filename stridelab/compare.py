@@ -107,8 +107,11 @@ def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: lis
                 if pin:  # one core and one torch thread per run (read by stridelab.cli.main)
                     cores = free.pop(0)
                     child_env.update(STRIDELAB_CPUS=",".join(map(str, cores)), OMP_NUM_THREADS=str(len(cores)))
+                # Its own session: a terminal's Ctrl-C reaches compare alone, which passes on exactly
+                # one SIGINT (a second one would abort a run before its stop checkpoint).
                 proc = subprocess.Popen(_command(spec, env, total_steps, extra, progress=jobs == 1),
-                                        stdout=log, stderr=None if jobs == 1 else log, env=child_env)
+                                        stdout=log, stderr=None if jobs == 1 else log, env=child_env,
+                                        start_new_session=True)
                 proc.log = log  # type: ignore[attr-defined]
                 proc.cores = cores  # type: ignore[attr-defined]
                 running.append((spec, proc))
@@ -129,7 +132,7 @@ def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: lis
                     print(f"[compare] {spec.name} failed (exit {proc.returncode}); log: "
                           f"{spec.run_dir.parent / f'.{spec.name}.log'}", flush=True)
     except KeyboardInterrupt:
-        for _, proc in running:  # each run writes a checkpoint and stops (a terminal's Ctrl-C already told them)
+        for _, proc in running:  # each run writes a checkpoint and stops
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for _, proc in running:

@@ -76,6 +76,10 @@ def _stop_on_signals() -> Iterator[dict[str, int | None]]:
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a CUDA device is usable, else ``cpu``."""
+    from stridelab.config import DEVICES, unknown_choice
+
+    if device not in DEVICES:
+        raise unknown_choice("device", device, DEVICES)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -243,7 +247,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         global_step, iteration = int(state["global_step"]), int(state["iteration"])
         wall_before = float(state.get("wall_clock", 0.0))
         _set_rng_state(state["rng"])
+        if comm.active:  # the checkpoint holds rank 0's generators: give each process its own stream again
+            base = int(torch.randint(2**31 - 1, ()).item())  # the same draw in every process
+            fabric.seed_everything(base + 1_009 * comm.rank, verbose=False)
         resumed = state.get("stats", {})
+        # The steps still to train, in iterations of the batch in effect now (a resume may change
+        # --num-envs or --num-steps): the run ends at --total-steps whatever it was trained with.
+        num_iterations = iteration + max(0, cfg.total_steps - global_step) // steps_per_iter
     if rank0:
         cfg.save(run_dir / "config.json")  # the config in effect (a resume may extend total_steps)
     if not resume:

@@ -152,10 +152,34 @@ def test_a_gpu_torch_beside_a_cpu_only_jax_is_named_with_the_fix():
     assert host_crossing_note(torch.device("cpu"), "gpu") is None
 
 
-def test_the_envs_compute_on_the_cpu_for_a_cpu_run():
+def _jax_has_a_gpu():
+    import jax
+
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(not _jax_has_a_gpu(), reason="JAX has no GPU here: a CPU run cannot land anywhere else")
+def test_the_envs_compute_on_the_cpu_for_a_cpu_run_while_jax_has_a_gpu():
     import jax
 
     env = make_env("ant", 4, device="cpu")
     obs = env.reset(seed=0)
-    assert obs.device.type == "cpu"
+    res = env.step(torch.zeros(4, env.spec.act_dim))
+    assert obs.device.type == res.obs.device.type == "cpu"
     assert env._jax_device == jax.devices("cpu")[0]
+
+
+def test_the_first_observation_is_not_overwritten_by_the_next_steps():
+    """reset's observations are torch's own: the carry they came from is donated to each step.
+    (XLA's CPU client copies a donated buffer that torch still views; a GPU client refuses the
+    donation and the step fails, so on a GPU this test fails without reset's copy.)"""
+    env = make_env("ant", 8, device="cpu")
+    obs = env.reset(seed=3)
+    kept = obs.clone()
+    for _ in range(3):
+        nxt = env.step(torch.zeros(8, env.spec.act_dim)).obs
+    assert not torch.equal(nxt, kept)  # the state did move ...
+    assert torch.equal(obs, kept)  # ... and the first observations stayed as they were

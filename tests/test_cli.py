@@ -98,6 +98,7 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
     (["train", "--resume", "/nonexistent/run"], "does not exist"),
     (["eval", "/nonexistent/run", "--episodes", "0"], "--episodes must be a positive integer"),
     (["video", "/nonexistent/run", "--out", "walk.avi"], "unknown video format"),
+    (["eval", "/nonexistent/run", "--device", "gpu"], "unknown device 'gpu'"),
     (["compare", "--algos", "ppo", "ppo"], "lists an algorithm twice"),
     (["compare", "--seeds", "0"], "--seeds must be a positive integer"),
     (["compare", "--algos", "sac"], "unknown algo 'sac'"),
@@ -130,6 +131,10 @@ def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2048 and summary["charts/SPS"] == pytest.approx(state["stats"]["last_sps"])
+    # Resumed with half the envs (256 steps an iteration instead of 512): it still stops at --total-steps.
+    fourth = stridelab("train", "--resume", str(run), "--num-envs", "16", "--total-steps", "3072", "--no-progress")
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 3072
 
 
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):

@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _planned_install(path: str) -> str:
-    out = subprocess.run(["make", "-n", "-B", "install"], cwd=ROOT, env={**os.environ, "PATH": path},
-                         capture_output=True, text=True, check=True).stdout
+    # make by its full path: the PATH given may lack its folder (a driver's nvidia-smi often
+    # sits in /usr/bin beside it).
+    out = subprocess.run([shutil.which("make"), "-n", "-B", "install"], cwd=ROOT,
+                         env={**os.environ, "PATH": path}, capture_output=True, text=True, check=True).stdout
     (line,) = [ln for ln in out.splitlines() if "pip install --quiet -e" in ln]
     return line
 

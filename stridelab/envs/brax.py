@@ -293,7 +293,9 @@ class BraxVecEnv:
         zeros = jnp.zeros((n,), jnp.int32, device=self._jax_device)
         # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
         self._carry = (first, zeros, zeros.astype(jnp.float32), key, spare, zeros.astype(bool))
-        return _jax_to_torch(first.obs, self.device)
+        # A copy, as the rollout's next_obs: the carry is donated to the next step, which may
+        # write into its buffers (on the CPU) or refuse a buffer torch still views (on a GPU).
+        return _jax_to_torch(first.obs, self.device).clone()
 
     def step(self, action: torch.Tensor) -> StepResult:
         if self._carry is None:
