@@ -143,7 +143,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
 
     run = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, "-m", "stridelab", "train", "--total-steps", "10000000",
-                             "--run-dir", str(run), "--checkpoint-every", "1000", *SMALL],
+                             "--run-dir", str(run), *SMALL, "--checkpoint-every", "1000"],  # the stop's checkpoint only
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (run / "tb").exists() or not list((run / "tb").glob("events*")):
@@ -174,6 +174,35 @@ def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "ppo_s1: finished earlier, skipped" in second.stdout
     assert (out / "ppo_s1" / "summary.json").stat().st_mtime == mtime
+
+
+def test_ctrl_c_on_compare_stops_each_run_with_its_stop_checkpoint(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group: compare and its runs."""
+    import signal
+    import time
+
+    out = tmp_path / "cmp"
+    args = ["compare", "--env", "ant", "--algos", "ppo", "--seeds", "1", "--total-steps", "10000000",
+            "--out", str(out), "--video-steps", "0", "--num-envs", "32", "--num-minibatches", "4",
+            "--eval-episodes", "0", "--checkpoint-every", "1000"]
+    proc = subprocess.Popen([sys.executable, "-m", "stridelab", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    tb = out / "ppo_s1" / "tb"
+    deadline = time.time() + 300
+    while not (tb.exists() and list(tb.glob("events*"))):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    time.sleep(3)  # inside the training loop now
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert "run the same command again to continue" in err
+    import torch
+
+    state = torch.load(out / "ppo_s1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] > 0 and state["global_step"] % 512 == 0
+    log = (out / ".ppo_s1.log").read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
 
 
 def test_stridelab_cpus_pins_the_process_before_anything_starts():
