@@ -134,6 +134,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _restore_rng_state(state: dict[str, Any], comm: Comm = SINGLE) -> None:
+    """Put the checkpoint's generators back. The checkpoint holds rank 0's; data-parallel
+    processes each draw their own actions, so there each one is reseeded from one common draw
+    of the restored stream plus its rank (deterministic, and different in every process)."""
+    _set_rng_state(state)
+    if comm.active:
+        base = int(torch.randint(2**31 - 1, ()).item())  # the same draw in every process
+        from lightning.fabric.utilities.seed import seed_everything
+
+        seed_everything(base + 1_009 * comm.rank, verbose=False)
+
+
 class _NonFiniteGuard:
     """Detects NaN/inf in rollouts and updates, rolls the learner back, and gives up after
     ``limit`` failures in a row.
@@ -246,10 +258,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                                            if k.startswith("rms.")}, path)
         global_step, iteration = int(state["global_step"]), int(state["iteration"])
         wall_before = float(state.get("wall_clock", 0.0))
-        _set_rng_state(state["rng"])
-        if comm.active:  # the checkpoint holds rank 0's generators: give each process its own stream again
-            base = int(torch.randint(2**31 - 1, ()).item())  # the same draw in every process
-            fabric.seed_everything(base + 1_009 * comm.rank, verbose=False)
+        _restore_rng_state(state["rng"], comm)
         resumed = state.get("stats", {})
         # The steps still to train, in iterations of the batch in effect now (a resume may change
         # --num-envs or --num-steps): the run ends at --total-steps whatever it was trained with.

@@ -207,3 +207,27 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     steps = [s for s, _ in read_scalars(str(run))["charts/SPS"]]
     assert steps == list(range(512, target + 1, 512))  # one continuous curve, no gap, no step twice
     assert json.loads((run / "summary.json").read_text())["global_step"] == target
+
+
+# --- generators after a resume ----------------------------------------------------------------
+
+def test_a_resume_gives_each_data_parallel_process_its_own_generator_again():
+    import random
+
+    import numpy as np
+
+    from stridelab.distributed import Comm
+
+    torch.manual_seed(5)
+    saved = train_mod._rng_state()  # rank 0's generators, as a checkpoint holds them
+
+    def draws(comm):
+        train_mod._restore_rng_state(saved, comm)
+        return torch.rand(3).tolist(), float(np.random.rand()), random.random()
+
+    single = draws(Comm())
+    assert single == draws(Comm()) and single[0] == torch.rand(3, generator=torch.Generator().manual_seed(5)).tolist()
+    ranks = [Comm(lambda t: t, world_size=2, rank=r) for r in (0, 1)]
+    first, second = (draws(c) for c in ranks)
+    assert all(a != b for a, b in zip(first, second))  # torch, numpy and Python: each process its own
+    assert first == draws(ranks[0]) and second == draws(ranks[1])  # and the same again on every resume
