@@ -185,7 +185,11 @@ def test_ctrl_c_on_compare_stops_each_run_with_its_stop_checkpoint(tmp_path):
     args = ["compare", "--env", "ant", "--algos", "ppo", "--seeds", "1", "--total-steps", "10000000",
             "--out", str(out), "--video-steps", "0", "--num-envs", "32", "--num-minibatches", "4",
             "--eval-episodes", "0", "--checkpoint-every", "1000"]
-    proc = subprocess.Popen([sys.executable, "-m", "stridelab", *args], stdout=subprocess.PIPE,
+    # As from a terminal, SIGINT raises KeyboardInterrupt: a shell's background job (a test runner
+    # may be one) starts with SIGINT ignored, and Python then leaves it ignored.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from stridelab.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     tb = out / "ppo_s1" / "tb"
     deadline = time.time() + 300
@@ -194,7 +198,12 @@ def test_ctrl_c_on_compare_stops_each_run_with_its_stop_checkpoint(tmp_path):
         time.sleep(0.5)
     time.sleep(3)  # inside the training loop now
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=180)
+    try:
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:  # leave nothing running: compare, then its run (in a session of its own)
+            os.killpg(proc.pid, signal.SIGKILL)
+            subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
     assert proc.returncode == 130, err[-3000:]
     assert "run the same command again to continue" in err
     import torch
