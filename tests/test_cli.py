@@ -131,8 +131,8 @@ def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2048 and summary["charts/SPS"] == pytest.approx(state["stats"]["last_sps"])
-    # Resumed with half the envs (256 steps an iteration instead of 512): it still stops at --total-steps.
-    fourth = stridelab("train", "--resume", str(run), "--num-envs", "16", "--total-steps", "3072", "--no-progress")
+    # Resumed with half the steps per env (256 steps an iteration instead of 512): it still stops at --total-steps.
+    fourth = stridelab("train", "--resume", str(run), "--num-steps", "8", "--total-steps", "3072", "--no-progress")
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["global_step"] == 3072
 

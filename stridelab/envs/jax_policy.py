@@ -2,8 +2,8 @@
 
 Stepping Brax from torch costs a Python round trip, two DLPack hand-overs and a handful of
 small torch kernels per env step. :meth:`BraxVecEnv.rollout` instead runs ``T`` steps in one
-jitted ``jax.lax.while_loop``: the policy's forward pass and the Gaussian sample happen inside the jitted
-simulator loop, with the weights handed over from torch once per iteration (DLPack, zero-copy
+jitted ``jax.lax.while_loop``: the policy's forward pass and the Gaussian sample happen inside
+the compiled simulator loop, with the weights handed over from torch once per iteration (DLPack, zero-copy
 on the same device). Learning stays in torch: the rollout only records observations and the
 sampled ``u``; log-probabilities, values and GAE are computed afterwards by torch
 (:func:`stridelab.rollout.make_batch`), so a float rounding difference between the two forward
