@@ -17,20 +17,33 @@ program only and the step and rollout programs compile in about half the time (d
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
-# JAX must not grab most of a GPU's memory up front: torch shares the device.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+import jax
+import jax.numpy as jnp
+import torch
 
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from stridelab.envs.base import EnvSpec, StepResult
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import torch  # noqa: E402
+BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax's physics pipelines
+PRESET_TABLE = "brax"
+CONTRACT_TASK = "hopper"  # a task that ends both ways within 100 random steps (tests/test_vecenv_contract.py)
 
-from stridelab.envs.base import EnvSpec, StepResult  # noqa: E402
 
-from stridelab.config import BACKENDS  # noqa: E402
+def setup() -> None:
+    """What Brax runs need from JAX, done once before the first env is built (not at import):
+    JAX must not grab most of a GPU's memory up front (torch shares the device), and compiled
+    programs are kept on disk (:func:`_enable_compilation_cache`)."""
+    global _set_up
+    if _set_up:
+        return
+    _set_up = True
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _enable_compilation_cache()
+
+
+_set_up = False
 
 
 def _enable_compilation_cache() -> None:
@@ -51,7 +64,24 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-_enable_compilation_cache()
+def env_names() -> list[str]:
+    # The registry get_environment reads, less "fast", a dummy env for Brax's own tests.
+    return sorted(n for n in _import_brax_envs()._envs if n != "fast")
+
+
+def validate(cfg: Any) -> None:
+    if cfg.backend not in BACKENDS:
+        import difflib
+
+        close = difflib.get_close_matches(str(cfg.backend), BACKENDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown backend {cfg.backend!r}{hint}; choose one of {', '.join(BACKENDS)}")
+
+
+def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
+                 backend: str = "spring") -> BraxVecEnv:
+    return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device)
+
 
 # XLA's CPU compiler generates code for fused ops with its newer "fusion emitters" by default.
 # On Brax's physics the classic emitters they replace compile in about half the time and run
@@ -115,16 +145,12 @@ def _import_brax_envs() -> Any:
     import io
     import warnings
 
+    setup()
     warnings.filterwarnings("ignore", message="Brax System, piplines and environments", category=UserWarning)
     with contextlib.redirect_stdout(io.StringIO()):
         from brax import envs
     _patch_brax_fluid()
     return envs
-
-
-def brax_env_names() -> list[str]:
-    # The registry get_environment reads, less "fast", a dummy env for Brax's own tests.
-    return sorted(n for n in _import_brax_envs()._envs if n != "fast")
 
 
 def host_crossing_note(torch_device: torch.device, jax_platform: str) -> str | None:
@@ -154,7 +180,7 @@ class BraxVecEnv:
     """``num_envs`` copies of a Brax task stepped by one jitted, vmapped function.
 
     Args:
-        name: Brax task name (``ant``, ``halfcheetah``, ...), see :func:`brax_env_names`.
+        name: Brax task name (``ant``, ``halfcheetah``, ...), see :func:`env_names`.
         num_envs: batch size ``N``.
         backend: Brax physics pipeline, one of :data:`BACKENDS`.
         episode_length: time limit in steps; reaching it is a truncation.
@@ -340,36 +366,13 @@ class BraxVecEnv:
         if self._carry is None:
             raise RuntimeError("call reset(seed) before rollout()")
         self._finish()
-        clip, min_std = float(agent.obs_rms.clip), float(agent.policy.min_std)
-        fn_key = (int(num_steps), clip, min_std)
-        fn = self._rollout_fns.get(fn_key)
-        if fn is None:
-            def run(carry: tuple, params: dict, key: jax.Array, t0: jax.Array, bufs: tuple) -> tuple:
-                keys = jax.random.split(key, num_steps)
-
-                def body(loop: tuple) -> tuple:
-                    t, c, b, _ = loop
-                    obs = c[0].obs
-                    action, u = jax_policy.sample(params, obs, keys[t], clip, min_std)
-                    c, out, halted = self._step_impl(c, action)
-                    # A halted step's row is written and then overwritten when the loop resumes.
-                    b = tuple(buf.at[t].set(x) for buf, x in zip(b, (obs, u) + out[1:]))
-                    return jnp.where(halted, t, t + 1), c, b, halted
-
-                def cond(loop: tuple) -> jax.Array:
-                    return (loop[0] < num_steps) & ~loop[3]
-
-                t, carry, bufs, _ = jax.lax.while_loop(cond, body, (t0, carry, bufs, jnp.zeros((), bool)))
-                return carry, bufs, t
-
-            fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=(0, 4))
-        params = jax_policy.policy_params(agent, self._via_host)
-        key = self._key(seed)
-        T, n, od, ad, f32 = int(num_steps), self.num_envs, self.spec.obs_dim, self.spec.act_dim, jnp.float32
-        fields = {"obs": ((od,), f32), "u": ((ad,), f32), "reward": ((), f32), "terminated": ((), bool),
-                  "truncated": ((), bool), "final_obs": ((od,), f32), "episode_return": ((), f32),
-                  "episode_length": ((), jnp.int32)}  # in the order the loop writes them
-        bufs = tuple(jnp.zeros((T, n) + tail, dtype, device=self._jax_device) for tail, dtype in fields.values())
+        T = int(num_steps)
+        fn = self._rollout_program(T, float(agent.obs_rms.clip), float(agent.policy.min_std),
+                                   jax_policy.structure(agent))
+        params, key = jax_policy.policy_params(agent, self._via_host), self._key(seed)
+        fields = self._rollout_fields()
+        bufs = tuple(jnp.zeros((T, self.num_envs) + tail, dtype, device=self._jax_device)
+                     for tail, dtype in fields.values())
         t0 = jax.device_put(jnp.zeros((), jnp.int32), self._jax_device)
         self._carry, bufs, t_end = fn(self._carry, params, key, t0, bufs)
         done: dict[str, torch.Tensor] = {}
@@ -388,6 +391,43 @@ class BraxVecEnv:
 
         self._unfinished = result
         return result
+
+    def _rollout_fields(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """The rollout's outputs per step: name -> (shape after ``[T, N]``, dtype), in the
+        order the loop writes them."""
+        od, ad, f32 = self.spec.obs_dim, self.spec.act_dim, jnp.float32
+        return {"obs": ((od,), f32), "u": ((ad,), f32), "reward": ((), f32), "terminated": ((), bool),
+                "truncated": ((), bool), "final_obs": ((od,), f32), "episode_return": ((), f32),
+                "episode_length": ((), jnp.int32)}
+
+    def _rollout_program(self, num_steps: int, clip: float, min_std: float, layers: tuple[str, ...]) -> Any:
+        """The jitted rollout loop for this policy shape (compiled once per shape and length)."""
+        from stridelab.envs import jax_policy
+
+        fn_key = (num_steps, clip, min_std, layers)
+        if fn_key in self._rollout_fns:
+            return self._rollout_fns[fn_key]
+
+        def run(carry: tuple, params: dict, key: jax.Array, t0: jax.Array, bufs: tuple) -> tuple:
+            keys = jax.random.split(key, num_steps)
+
+            def body(loop: tuple) -> tuple:
+                t, c, b, _ = loop
+                obs = c[0].obs
+                action, u = jax_policy.sample(params, obs, keys[t], clip, min_std, layers)
+                c, out, halted = self._step_impl(c, action)
+                # A halted step's row is written and then overwritten when the loop resumes.
+                b = tuple(buf.at[t].set(x) for buf, x in zip(b, (obs, u) + out[1:]))
+                return jnp.where(halted, t, t + 1), c, b, halted
+
+            def cond(loop: tuple) -> jax.Array:
+                return (loop[0] < num_steps) & ~loop[3]
+
+            t, carry, bufs, _ = jax.lax.while_loop(cond, body, (t0, carry, bufs, jnp.zeros((), bool)))
+            return carry, bufs, t
+
+        fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=(0, 4))
+        return fn
 
     def _finish(self) -> None:
         """Run a started rollout to its end before anything else uses the carry."""

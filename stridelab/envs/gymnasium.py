@@ -29,7 +29,11 @@ MUJOCO_TASKS = (
 )
 
 
-def gymnasium_env_names() -> list[str]:
+PRESET_TABLE = "gymnasium"
+CONTRACT_TASK = "Hopper-v5"  # a task that ends both ways within 100 random steps (tests/test_vecenv_contract.py)
+
+
+def env_names() -> list[str]:
     return [f"{task}-v5" for task in MUJOCO_TASKS]
 
 
@@ -51,7 +55,7 @@ class GymnasiumVecEnv:
     """``num_envs`` copies of a Gymnasium MuJoCo task, stepped in this process.
 
     Args:
-        name: a Gymnasium id, e.g. ``Hopper-v5`` (see :func:`gymnasium_env_names`).
+        name: a Gymnasium id, e.g. ``Hopper-v5`` (see :func:`env_names`).
         num_envs: batch size ``N``.
         episode_length: time limit in steps; reaching it is a truncation.
         device: torch device the tensors are handed to.
@@ -126,3 +130,12 @@ class GymnasiumVecEnv:
 
     def close(self) -> None:
         self._env.close()
+
+
+def validate(cfg: Any) -> None:
+    """Gymnasium's tasks have no settings of their own (``--backend`` is Brax's, ignored here)."""
+
+
+def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
+                 backend: str | None = None) -> GymnasiumVecEnv:
+    return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device)

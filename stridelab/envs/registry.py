@@ -1,31 +1,55 @@
-"""Env names -> adapters. ``make_env`` is the one place the rest of stridelab builds envs.
+"""Simulators and their tasks. ``make_env`` is the one place the rest of stridelab builds envs.
 
-Two simulators: Brax tasks go by Brax's names (``ant``, ``halfcheetah``, ...), Gymnasium's MuJoCo
-tasks by Gymnasium ids (``Hopper-v5``, ``HalfCheetah-v5``, ...).
+A simulator is one module with four names (the contract tests/test_vecenv_contract.py checks):
+
+* ``env_names() -> list[str]``: the tasks it offers;
+* ``make_vec_env(name, num_envs, device, episode_length, backend) -> VecEnv``;
+* ``validate(cfg) -> None``: raise ``ValueError`` naming a bad value of its own settings;
+* ``PRESET_TABLE``: the table of ``presets/defaults.toml`` that holds its defaults;
+* ``CONTRACT_TASK``: a task the contract test runs (one whose episodes end both by termination
+  and by the time limit within 100 random steps).
+
+Built in: Gymnasium's MuJoCo tasks by their ids (``Hopper-v5``, ...) and Brax's by Brax's names
+(``ant``, ``halfcheetah``, ...). A third joins with one line here, or from outside stridelab with
+:func:`register_simulator` in a plugin module (see :mod:`stridelab.algos.base`).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+from types import ModuleType
+from typing import Any
 
 import torch
 
 from stridelab.envs.base import VecEnv
 
+# Looked up in this order: the simulators whose task lists are cheap to read come first.
+SIMULATORS: dict[str, str] = {"gymnasium": "stridelab.envs.gymnasium", "brax": "stridelab.envs.brax"}
+
+
+def register_simulator(name: str, module: str) -> None:
+    """Add the simulator implemented by ``module`` (an importable module name)."""
+    SIMULATORS[name] = module
+
+
+def simulator_module(simulator: str) -> ModuleType:
+    return importlib.import_module(SIMULATORS[simulator])
+
 
 def env_names() -> list[str]:
-    """Every task name ``--env`` accepts: Brax's, then Gymnasium's."""
-    from stridelab.envs.brax import brax_env_names
-    from stridelab.envs.gymnasium import gymnasium_env_names
-
-    return brax_env_names() + gymnasium_env_names()
+    """Every task name ``--env`` accepts, simulator by simulator."""
+    return [n for sim in SIMULATORS for n in simulator_module(sim).env_names()]
 
 
 def simulator_of(name: str) -> str:
-    """``gymnasium`` for a Gymnasium id, else ``brax``."""
-    from stridelab.envs.gymnasium import gymnasium_env_names
-
-    return "gymnasium" if name in gymnasium_env_names() else "brax"
+    """The simulator that offers task ``name`` (after :func:`check_env_name`)."""
+    for sim in SIMULATORS:
+        if name in simulator_module(sim).env_names():
+            return sim
+    check_env_name(name)
+    raise AssertionError("unreachable")
 
 
 def check_env_name(name: str) -> None:
@@ -41,6 +65,17 @@ def check_env_name(name: str) -> None:
     raise ValueError(f"unknown env {name!r}{hint}; valid envs: {', '.join(names)}")
 
 
+def validate_settings(cfg: Any) -> None:
+    """The simulator of ``cfg.env`` checks its own settings (e.g. Brax's ``backend``)."""
+    check_env_name(cfg.env)
+    simulator_module(simulator_of(cfg.env)).validate(cfg)
+
+
+def preset_table(name: str) -> str:
+    """The presets table of task ``name``'s simulator (``brax``, ``gymnasium``)."""
+    return simulator_module(simulator_of(name)).PRESET_TABLE
+
+
 def make_env(
     name: str,
     num_envs: int,
@@ -50,13 +85,8 @@ def make_env(
 ) -> VecEnv:
     """Build ``num_envs`` copies of task ``name`` handing torch tensors on ``device``.
 
-    ``backend`` picks Brax's physics pipeline and is ignored by Gymnasium tasks.
+    ``backend`` picks Brax's physics pipeline and is ignored by the other simulators.
     """
     check_env_name(name)
-    if simulator_of(name) == "gymnasium":
-        from stridelab.envs.gymnasium import GymnasiumVecEnv
-
-        return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device)
-    from stridelab.envs.brax import BraxVecEnv
-
-    return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device)
+    module = simulator_module(simulator_of(name))
+    return module.make_vec_env(name, num_envs, device=device, episode_length=episode_length, backend=backend)
