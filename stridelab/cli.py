@@ -47,6 +47,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(_flag(f.name), dest=f.name, type=_number(kind), default=None, metavar=kind.__name__.upper(), help=help_text)
         elif kind == float | None:
             parser.add_argument(_flag(f.name), dest=f.name, type=_number(float), default=None, metavar="FLOAT", help=help_text)
+        elif kind in (list[int], list[int] | None):
+            parser.add_argument(_flag(f.name), dest=f.name, type=_number(int), nargs="+", default=None, metavar="N",
+                                help=help_text)
+        elif f.name == "algo":
+            from stridelab.algos import algorithm_names
+
+            parser.add_argument(_flag(f.name), dest=f.name, type=str, default=None,
+                                help=f"algorithm: {', '.join(algorithm_names())}")
         else:
             parser.add_argument(_flag(f.name), dest=f.name, type=str, default=None, help=help_text)
 
@@ -216,47 +224,9 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from stridelab.compare import check_budgets, default_jobs, plan_runs, render_best, run_grid
-    from stridelab.config import ALGOS, build_config, validate
-    from stridelab.envs import check_env_name
 
-    from stridelab.config import unknown_choice
-
-    for algo in args.algos:
-        if algo not in ALGOS:
-            raise unknown_choice("algo", algo, ALGOS)
-    if len(set(args.algos)) != len(args.algos):
-        raise ConfigError(f"--algos lists an algorithm twice: {' '.join(args.algos)}")
-    for name in ("seeds", "total_steps"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.jobs is not None and args.jobs <= 0:
-        raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
-    if args.video_steps < 0:
-        raise ConfigError(f"--video-steps must be >= 0, got {args.video_steps}")
-    check_env_name(args.env)
-    if args.launcher not in ("local", "ray"):
-        raise unknown_choice("launcher", args.launcher, ("local", "ray"))
-    if args.launcher == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
-        if args.ray_cpus_per_run <= 0 or args.ray_gpus_per_run < 0:
-            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
-                              f"{args.ray_cpus_per_run} and {args.ray_gpus_per_run}")
-    elif args.ray_address:
-        raise ConfigError("--ray-address needs --launcher ray")
-    # Validate the pass-through training flags once, for every algorithm, before any run starts.
-    train_flags = _Parser(prog="stridelab compare", add_help=False)
-    _add_config_flags(train_flags)
-    ns = train_flags.parse_args(extra)
-    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
-    for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
-        if forbidden in given:
-            raise ConfigError(f"--{forbidden.replace('_', '-')} is set by compare itself; remove it from the extra flags")
-    for algo in args.algos:
-        validate(build_config({**given, "algo": algo, "env": args.env, "total_steps": args.total_steps}))
-
+    _check_compare_args(args)
+    _check_training_flags(args, extra)
     out = Path(args.out).resolve()  # absolute: Ray's workers may start elsewhere
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(out, args.algos, args.seeds)
@@ -288,17 +258,62 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     return _write_report(out)
 
 
+def _check_compare_args(args: argparse.Namespace) -> None:
+    from stridelab.algos import algorithm_names
+    from stridelab.config import unknown_choice
+    from stridelab.envs import check_env_name
+
+    for algo in args.algos:
+        if algo not in algorithm_names():
+            raise unknown_choice("algo", algo, algorithm_names())
+    if len(set(args.algos)) != len(args.algos):
+        raise ConfigError(f"--algos lists an algorithm twice: {' '.join(args.algos)}")
+    for name in ("seeds", "total_steps"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.jobs is not None and args.jobs <= 0:
+        raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.video_steps < 0:
+        raise ConfigError(f"--video-steps must be >= 0, got {args.video_steps}")
+    check_env_name(args.env)
+    if args.launcher not in ("local", "ray"):
+        raise unknown_choice("launcher", args.launcher, ("local", "ray"))
+    if args.launcher == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
+        if args.ray_cpus_per_run <= 0 or args.ray_gpus_per_run < 0:
+            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
+                              f"{args.ray_cpus_per_run} and {args.ray_gpus_per_run}")
+    elif args.ray_address:
+        raise ConfigError("--ray-address needs --launcher ray")
+
+
+def _check_training_flags(args: argparse.Namespace, extra: list[str]) -> None:
+    """The pass-through training flags, validated once for every algorithm before any run starts."""
+    from stridelab.config import build_config, validate
+
+    train_flags = _Parser(prog="stridelab compare", add_help=False)
+    _add_config_flags(train_flags)
+    ns = train_flags.parse_args(extra)
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
+    for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
+        if forbidden in given:
+            raise ConfigError(f"--{forbidden.replace('_', '-')} is set by compare itself; remove it from the extra flags")
+    for algo in args.algos:
+        validate(build_config({**given, "algo": algo, "env": args.env, "total_steps": args.total_steps}))
+
+
 def _write_report(out: Path) -> int:
     from stridelab.report import build_report
 
     result = build_report(out)
-    for algo, s in result.items():
-        if algo != "p_trpo_beats_ppo":
-            print(f"{algo.upper():>5}: IQM {s['iqm']:.0f} [{s['iqm_ci'][0]:.0f}, {s['iqm_ci'][1]:.0f}], "
-                  f"mean {s['mean']:.0f} +- {s['std']:.0f} over {len(s['returns'])} runs")
-    if "p_trpo_beats_ppo" in result:
-        p = result["p_trpo_beats_ppo"]
-        print(f"P(TRPO beats PPO) = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
+    for algo, s in result["algorithms"].items():
+        print(f"{algo.upper():>5}: IQM {s['iqm']:.0f} [{s['iqm_ci'][0]:.0f}, {s['iqm_ci'][1]:.0f}], "
+              f"mean {s['mean']:.0f} +- {s['std']:.0f} over {len(s['returns'])} runs")
+    for p in result["pairs"]:
+        print(f"P({p['x'].upper()} beats {p['y'].upper()}) = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
     print(f"report:      {out / 'report.html'} (self-contained) and {out / 'report.md'}")
     media = out / "media"
     if media.is_dir():

@@ -97,40 +97,16 @@ def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: lis
     try:
         while todo or running:
             while todo and len(running) < jobs:
-                spec = todo.pop(0)
-                verb = "resuming" if spec.status() == "partial" else "training"
-                print(f"[compare] {verb} {spec.name}", flush=True)
-                spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                log = open(spec.run_dir.parent / f".{spec.name}.log", "a")  # noqa: SIM115 - closed with the run
-                child_env = dict(os.environ)
-                cores: tuple[int, ...] = ()
-                if pin:  # one core and one torch thread per run (read by stridelab.cli.main)
-                    cores = free.pop(0)
-                    child_env.update(STRIDELAB_CPUS=",".join(map(str, cores)), OMP_NUM_THREADS=str(len(cores)))
-                # Its own session: a terminal's Ctrl-C reaches compare alone, which passes on exactly
-                # one SIGINT (a second one would abort a run before its stop checkpoint).
-                proc = subprocess.Popen(_command(spec, env, total_steps, extra, progress=jobs == 1),
-                                        stdout=log, stderr=None if jobs == 1 else log, env=child_env,
-                                        start_new_session=True)
-                proc.log = log  # type: ignore[attr-defined]
-                proc.cores = cores  # type: ignore[attr-defined]
-                running.append((spec, proc))
+                running.append(_start_run(todo.pop(0), env, total_steps, extra, jobs, free.pop(0) if pin else ()))
             time.sleep(0.5)
             for spec, proc in list(running):
                 if proc.poll() is None:
                     continue
                 running.remove((spec, proc))
-                proc.log.close()  # type: ignore[attr-defined]
                 if pin:
                     free.append(proc.cores)  # type: ignore[attr-defined]
-                if proc.returncode == 0:
-                    summary = json.loads((spec.run_dir / "summary.json").read_text())
-                    print(f"[compare] {spec.name} finished: eval return {summary.get('eval/episodic_return', float('nan')):.0f}, "
-                          f"{summary['charts/SPS']:,.0f} steps/s", flush=True)
-                else:
+                if not _finished(spec, proc):
                     failed.append(spec)
-                    print(f"[compare] {spec.name} failed (exit {proc.returncode}); log: "
-                          f"{spec.run_dir.parent / f'.{spec.name}.log'}", flush=True)
     except KeyboardInterrupt:
         for _, proc in running:  # each run writes a checkpoint and stops
             if proc.poll() is None:
@@ -144,6 +120,38 @@ def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: lis
     finally:
         signal.signal(signal.SIGTERM, previous)
     return failed
+
+
+def _start_run(spec: RunSpec, env: str, total_steps: int | None, extra: list[str], jobs: int,
+               cores: tuple[int, ...]) -> tuple[RunSpec, subprocess.Popen]:
+    """Start one run as a child process, its output in a log beside the run (pinned to ``cores``)."""
+    verb = "resuming" if spec.status() == "partial" else "training"
+    print(f"[compare] {verb} {spec.name}", flush=True)
+    spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = open(spec.run_dir.parent / f".{spec.name}.log", "a")  # noqa: SIM115 - closed with the run
+    child_env = dict(os.environ)
+    if cores:  # one core and one torch thread per run (read by stridelab.cli.main)
+        child_env.update(STRIDELAB_CPUS=",".join(map(str, cores)), OMP_NUM_THREADS=str(len(cores)))
+    # Its own session: a terminal's Ctrl-C reaches compare alone, which passes on exactly
+    # one SIGINT (a second one would abort a run before its stop checkpoint).
+    proc = subprocess.Popen(_command(spec, env, total_steps, extra, progress=jobs == 1),
+                            stdout=log, stderr=None if jobs == 1 else log, env=child_env, start_new_session=True)
+    proc.log = log  # type: ignore[attr-defined]
+    proc.cores = cores  # type: ignore[attr-defined]
+    return spec, proc
+
+
+def _finished(spec: RunSpec, proc: subprocess.Popen) -> bool:
+    """Close the run's log and say how it ended; whether it succeeded."""
+    proc.log.close()  # type: ignore[attr-defined]
+    if proc.returncode == 0:
+        summary = json.loads((spec.run_dir / "summary.json").read_text())
+        print(f"[compare] {spec.name} finished: eval return {summary.get('eval/episodic_return', float('nan')):.0f}, "
+              f"{summary['charts/SPS']:,.0f} steps/s", flush=True)
+        return True
+    print(f"[compare] {spec.name} failed (exit {proc.returncode}); log: "
+          f"{spec.run_dir.parent / f'.{spec.name}.log'}", flush=True)
+    return False
 
 
 def run_grid_ray(specs: list[RunSpec], env: str, total_steps: int | None, extra: list[str],

@@ -11,30 +11,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-ALGOS = ("ppo", "trpo")
-BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax physics pipelines
+from stridelab.errors import ConfigError, unknown_choice  # noqa: F401  (ConfigError: also imported from here)
+
+
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("auto", "ddp")
-
-
-class ConfigError(ValueError):
-    """A bad setting: the message names the value and what is allowed."""
-
-
-def unknown_choice(what: str, value: str, choices: tuple[str, ...] | list[str]) -> ConfigError:
-    """``unknown algo 'ppp' (did you mean 'ppo'?); choose one of ppo, trpo``."""
-    import difflib
-
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown {what} {value!r}{hint}; choose one of {', '.join(choices)}")
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Field docs become ``--help`` text."""
 
-    algo: str = field(default="ppo", metadata={"help": f"algorithm: {', '.join(ALGOS)}"})
+    algo: str = field(default="ppo", metadata={"help": "algorithm (see `stridelab train --help` for the registered ones)"})
     env: str = field(default="ant", metadata={"help": "task name (see `stridelab envs`)"})
     backend: str = field(default="spring", metadata={"help": "Brax physics backend: spring, positional, generalized, mjx"})
     total_steps: int = field(default=5_000_000, metadata={"help": "env steps to train for (all envs together)"})
@@ -56,6 +44,9 @@ class TrainConfig:
     normalize_reward: bool = field(default=False, metadata={"help": "divide rewards by a running std of the discounted return (Gymnasium's NormalizeReward) for learning"})
     init_std: float = field(default=0.69, metadata={"help": "initial policy std (softplus(0) + 0.001 = 0.69 is the original design's)"})
     norm_adv: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
+    hidden_sizes: list[int] = field(default_factory=lambda: [128, 128], metadata={"help": "hidden layer sizes of the policy and (unless --value-hidden-sizes) the value net"})
+    value_hidden_sizes: list[int] | None = field(default=None, metadata={"help": "hidden layer sizes of the value net (default: --hidden-sizes)"})
+    activation: str = field(default="relu", metadata={"help": "hidden layers' activation: relu, tanh, elu, silu"})
 
     # PPO
     learning_rate: float = field(default=3e-4, metadata={"help": "PPO: Adam learning rate"})
@@ -113,18 +104,23 @@ def load_presets() -> dict[str, Any]:
 
 
 def preset_for(env: str, algo: str) -> dict[str, Any]:
-    """Preset values, later tables winning: ``[common]``, ``[algo]``, the simulator's table
-    (``[brax]`` or ``[gymnasium]``) and its ``[sim.algo]``, then the task's ``[env]`` and
-    ``[env.algo]``."""
-    from stridelab.envs.registry import simulator_of
+    """Preset values, later tables winning: ``[common]``, the algorithm's (the preset section its
+    registry entry names, then its own name's), the simulator's table (``[brax]``,
+    ``[gymnasium]``) and its per-algorithm tables, then the task's ``[env]`` and per-algorithm
+    tables."""
+    from stridelab.algos import get
+    from stridelab.envs.registry import preset_table
 
+    sections = list(dict.fromkeys([get(algo).preset, algo]))
     presets = load_presets()
     merged: dict[str, Any] = dict(presets.get("common", {}))
-    merged.update(presets.get(algo, {}))
-    for table in (simulator_of(env), env):
-        section = presets.get(table, {})
-        merged.update({k: v for k, v in section.items() if not isinstance(v, dict)})
-        merged.update(section.get(algo, {}))
+    for section in sections:
+        merged.update(presets.get(section, {}))
+    for table in (preset_table(env), env):
+        values = presets.get(table, {})
+        merged.update({k: v for k, v in values.items() if not isinstance(v, dict)})
+        for section in sections:
+            merged.update(values.get(section, {}))
     return merged
 
 
@@ -142,60 +138,89 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise :class:`ConfigError` with one line naming the bad value and what is allowed."""
-    if cfg.algo not in ALGOS:
-        raise unknown_choice("algo", cfg.algo, ALGOS)
+    from stridelab.algos import algorithm_names
+    from stridelab.envs.registry import validate_settings
+
+    if cfg.algo not in algorithm_names():
+        raise unknown_choice("algo", cfg.algo, algorithm_names())
     if cfg.device not in DEVICES:
         raise unknown_choice("device", cfg.device, DEVICES)
-    if cfg.backend not in BACKENDS:
-        raise unknown_choice("backend", cfg.backend, BACKENDS)
+    try:
+        validate_settings(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.strategy not in STRATEGIES:
         raise unknown_choice("strategy", cfg.strategy, STRATEGIES)
+    _validate_network(cfg)
+    _validate_numbers(cfg)
+    _validate_batch(cfg)
+
+
+def _flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _validate_numbers(cfg: TrainConfig) -> None:
     positive_ints = ["total_steps", "num_envs", "num_steps", "episode_length", "update_epochs",
                      "num_minibatches", "cg_iters", "max_backtracks", "vf_epochs", "vf_minibatches",
                      "checkpoint_every", "keep_checkpoints", "max_nonfinite", "devices", "num_nodes"]
     for name in positive_ints:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            raise ConfigError(f"{_flag_name(name)} must be a positive integer, got {value!r}")
     for name in ["eval_episodes", "eval_every"]:
         if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+            raise ConfigError(f"{_flag_name(name)} must be >= 0, got {getattr(cfg, name)}")
     if not (math.isfinite(cfg.init_std) and cfg.init_std > 0.001):
         raise ConfigError(f"--init-std must be a finite number > 0.001 (the std floor), got {cfg.init_std!r}")
-    positive_floats = ["learning_rate", "clip_coef", "max_grad_norm", "max_kl", "backtrack_ratio",
-                       "vf_learning_rate", "reward_scale"]
-    for name in positive_floats:
+    ranges = {  # name: (lowest, highest, whether the lowest itself is allowed)
+        **dict.fromkeys(["learning_rate", "clip_coef", "max_grad_norm", "max_kl", "vf_learning_rate", "reward_scale"],
+                        (0.0, math.inf, False)),
+        **dict.fromkeys(["ent_coef", "vf_coef", "damping"], (0.0, math.inf, True)),
+        **dict.fromkeys(["gamma", "gae_lambda"], (0.0, 1.0, True)),
+    }
+    for name, (low, high, low_ok) in ranges.items():
         value = getattr(cfg, name)
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}")
-    for name in ["ent_coef", "vf_coef", "damping"]:
-        value = getattr(cfg, name)
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
-    for name in ["gamma", "gae_lambda"]:
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value!r}")
+        if not (math.isfinite(value) and (value >= low if low_ok else value > low) and value <= high):
+            allowed = f"in [{low:g}, {high:g}]" if high < math.inf else f"a finite number {'>=' if low_ok else '>'} 0"
+            raise ConfigError(f"{_flag_name(name)} must be {allowed}, got {value!r}")
     if not (math.isfinite(cfg.fisher_fraction) and 0.0 < cfg.fisher_fraction <= 1.0):
         raise ConfigError(f"--fisher-fraction must be in (0, 1], got {cfg.fisher_fraction!r}")
-    if not cfg.backtrack_ratio < 1.0:
+    if not (math.isfinite(cfg.backtrack_ratio) and 0.0 < cfg.backtrack_ratio < 1.0):
         raise ConfigError(f"--backtrack-ratio must be in (0, 1), got {cfg.backtrack_ratio!r}")
     if cfg.target_kl is not None and not (math.isfinite(cfg.target_kl) and cfg.target_kl > 0):
         raise ConfigError(f"--target-kl must be a finite number > 0, got {cfg.target_kl!r}")
+
+
+def _validate_batch(cfg: TrainConfig) -> None:
     for mb_name in ["num_minibatches", "vf_minibatches"]:
         mb = getattr(cfg, mb_name)
         if cfg.batch_size < 2 * mb:
             raise ConfigError(
-                f"--{mb_name.replace('_', '-')} {mb} leaves fewer than 2 samples per minibatch of the batch of "
+                f"{_flag_name(mb_name)} {mb} leaves fewer than 2 samples per minibatch of the batch of "
                 f"{cfg.batch_size}; use at most {cfg.batch_size // 2}"
             )
         if cfg.batch_size % mb != 0:
             raise ConfigError(
                 f"batch of {cfg.batch_size} (num_envs {cfg.num_envs} x num_steps {cfg.num_steps}) "
-                f"does not divide into --{mb_name.replace('_', '-')} {mb}; choose a divisor"
+                f"does not divide into {_flag_name(mb_name)} {mb}; choose a divisor"
             )
     if cfg.total_steps < cfg.batch_size:
         raise ConfigError(
             f"--total-steps {cfg.total_steps} is less than one batch ({cfg.batch_size} = "
             f"num_envs {cfg.num_envs} x num_steps {cfg.num_steps})"
         )
+
+
+def _validate_network(cfg: TrainConfig) -> None:
+    from stridelab.models import ACTIVATIONS
+
+    if cfg.activation not in ACTIVATIONS:
+        raise unknown_choice("activation", cfg.activation, tuple(ACTIVATIONS))
+    for name in ("hidden_sizes", "value_hidden_sizes"):
+        sizes = getattr(cfg, name)
+        if sizes is None and name == "value_hidden_sizes":
+            continue
+        if not isinstance(sizes, (list, tuple)) or not sizes or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise ConfigError(f"--{name.replace('_', '-')} must be one or more positive integers, got {sizes!r}")

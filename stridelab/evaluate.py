@@ -9,11 +9,12 @@ import torch
 from stridelab.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
 from stridelab.config import TrainConfig
 from stridelab.envs import VecEnv, make_env
-from stridelab.models import Agent
+from stridelab.models import ActorCritic, build_agent
+from stridelab.seeds import Streams
 
 
 @torch.no_grad()
-def run_episodes(agent: Agent, env: VecEnv, seed: int, deterministic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def run_episodes(agent: ActorCritic, env: VecEnv, seed: int, deterministic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One episode in each of ``env``'s envs, all in parallel, from fresh states drawn with ``seed``.
 
     Returns ``(returns, lengths)``, each ``[num_envs]`` on CPU: undiscounted returns of each env's
@@ -37,25 +38,25 @@ def run_episodes(agent: Agent, env: VecEnv, seed: int, deterministic: bool = Tru
     return returns.cpu(), lengths.cpu()
 
 
-def evaluate_agent(agent: Agent, cfg: TrainConfig, episodes: int, deterministic: bool = True,
+def evaluate_agent(agent: ActorCritic, cfg: TrainConfig, episodes: int, deterministic: bool = True,
                    device: torch.device | str = "cpu", seed: int | None = None) -> torch.Tensor:
     """Undiscounted returns ``[episodes]`` of ``episodes`` fresh episodes of ``cfg``'s task."""
     env = make_env(cfg.env, episodes, device=device, backend=cfg.backend, episode_length=cfg.episode_length)
     try:
-        returns, _ = run_episodes(agent, env, cfg.seed + 10_007 if seed is None else seed, deterministic)
+        returns, _ = run_episodes(agent, env, Streams(cfg.seed).evaluation() if seed is None else seed, deterministic)
     finally:
         env.close()
     return returns
 
 
-def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, TrainConfig, dict]:
-    """Agent (normalizer included), its config and the raw checkpoint from a run directory."""
+def load_agent(run_dir: Path, device: str = "cpu") -> tuple[ActorCritic, TrainConfig, dict]:
+    """The networks (normalizer included, built as the run's config describes them), the config
+    and the raw checkpoint from a run directory."""
     path = find_checkpoint(run_dir)
     state = load_checkpoint(path, map_location=device)
     try:
         cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
-        spec = state["env_spec"]
-        agent = Agent(spec["obs_dim"], spec["act_dim"], spec.get("action_low"), spec.get("action_high"))
+        agent = build_agent(cfg, state["env_spec"])
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} has an unreadable config or task ({e})") from None
     load_weights(agent, state["agent"], path)

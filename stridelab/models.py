@@ -1,4 +1,4 @@
-"""Policy, value network and observation normalizer, bundled in one :class:`Agent`.
+"""Policy, value network and observation normalizer, bundled in one :class:`ActorCritic`.
 
 The normalizer lives inside the agent (as buffers), so saving, loading and exporting the agent
 carries it along: an exported policy takes raw observations.
@@ -68,26 +68,35 @@ class RunningMeanStd(nn.Module):
         return ((x - mean) / std).clamp(-self.clip, self.clip)
 
 
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
+"""The hidden layers' activations ``--activation`` offers (each mirrored in JAX for the fused rollout)."""
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu", activate_last: bool = False) -> nn.Sequential:
+    """``Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1])`` (and a last
+    ``act`` with ``activate_last``): plain layers, so the JAX mirror and export can walk them."""
+    act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+        if i < len(sizes) - 2 or activate_last:
+            layers.append(act())
     return nn.Sequential(*layers)
 
 
 class GaussianPolicy(nn.Module):
-    """The original design's policy: ReLU trunk, tanh-bounded mean, softplus std + 0.001.
+    """The original design's policy: an MLP trunk, tanh-bounded mean, softplus std + ``min_std``.
 
-    Works in the normalized action box ``[-1, 1]^act_dim``; :class:`Agent` maps to the env's range.
+    Works in the normalized action box ``[-1, 1]^act_dim``; :class:`ActorCritic` maps to the
+    env's range. This module is the one definition of the policy: the fused rollout's JAX
+    function (:mod:`stridelab.envs.jax_policy`) and the exported program
+    (:mod:`stridelab.export`) are built by walking its layers.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (128, 128), min_std: float = 1e-3,
-                 init_std: float | None = None) -> None:
+                 init_std: float | None = None, activation: str = "relu") -> None:
         super().__init__()
-        self.trunk = _mlp([obs_dim, *hidden])
-        self.trunk.append(nn.ReLU())
+        self.trunk = mlp([obs_dim, *hidden], activation, activate_last=True)
         self.mu = nn.Linear(hidden[-1], act_dim)
         self.std = nn.Linear(hidden[-1], act_dim)
         self.min_std = min_std
@@ -104,6 +113,10 @@ class GaussianPolicy(nn.Module):
                 raise ValueError(f"init_std must be greater than min_std {min_std}, got {init_std}")
             nn.init.constant_(self.std.bias, math.log(math.expm1(init_std - min_std)))
 
+    def mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """``obs [B, obs_dim]`` (normalized) -> the deterministic action ``[B, act_dim]`` in [-1, 1]."""
+        return torch.tanh(self.mu(self.trunk(obs)))
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``."""
         h = self.trunk(obs)
@@ -111,19 +124,20 @@ class GaussianPolicy(nn.Module):
 
 
 class ValueNet(nn.Module):
-    """State-value function ``V(s)``: ReLU MLP with one output."""
+    """State-value function ``V(s)``: an MLP with one output."""
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128)) -> None:
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), activation: str = "relu") -> None:
         super().__init__()
-        self.net = _mlp([obs_dim, *hidden, 1])
+        self.net = mlp([obs_dim, *hidden, 1], activation)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs [B, obs_dim]`` (normalized) -> ``[B]``."""
         return self.net(obs).squeeze(-1)
 
 
-class Agent(nn.Module):
-    """Normalizer + policy + value net, with the env's action range.
+class ActorCritic(nn.Module):
+    """The networks an agent learns: observation normalizer, policy and value net, with the
+    env's action range. (Not an algorithm: those live in :mod:`stridelab.algos`.)
 
     Policy samples ``u ~ N(mean, std)`` live in ``[-1, 1]``-space; the env receives
     ``clip(u, -1, 1)`` mapped affinely onto ``[action_low, action_high]``. Log-probabilities are of
@@ -136,15 +150,16 @@ class Agent(nn.Module):
         act_dim: int,
         action_low: Sequence[float] | None = None,
         action_high: Sequence[float] | None = None,
-        hidden: Sequence[int] = (128, 128),
-        value_hidden: Sequence[int] = (128, 128),
+        hidden_sizes: Sequence[int] = (128, 128),
+        value_hidden_sizes: Sequence[int] | None = None,
+        activation: str = "relu",
         init_std: float | None = None,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.obs_rms = RunningMeanStd((obs_dim,))
-        self.policy = GaussianPolicy(obs_dim, act_dim, hidden, init_std=init_std)
-        self.value = ValueNet(obs_dim, value_hidden)
+        self.policy = GaussianPolicy(obs_dim, act_dim, hidden_sizes, init_std=init_std, activation=activation)
+        self.value = ValueNet(obs_dim, hidden_sizes if value_hidden_sizes is None else value_hidden_sizes, activation)
         low = torch.full((act_dim,), -1.0) if action_low is None else torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.full((act_dim,), 1.0) if action_high is None else torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("action_low", low)
@@ -174,6 +189,15 @@ class Agent(nn.Module):
         return self.to_env_action(u), u
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic env action for raw observations (what export traces)."""
-        mean, _ = self.dist_params(obs)
-        return self.to_env_action(mean)
+        """Deterministic env action for raw observations (what export computes)."""
+        return self.to_env_action(self.policy.mean(self.obs_rms.normalize(obs)))
+
+
+def build_agent(cfg: Any, spec: Any) -> ActorCritic:
+    """The networks ``cfg`` describes (``hidden_sizes``, ``value_hidden_sizes``, ``activation``,
+    ``init_std``) for the task ``spec``: an :class:`~stridelab.envs.EnvSpec` or, from a
+    checkpoint, its dict."""
+    fact = spec.get if isinstance(spec, dict) else lambda key: getattr(spec, key)
+    return ActorCritic(fact("obs_dim"), fact("act_dim"), fact("action_low"), fact("action_high"),
+                       hidden_sizes=cfg.hidden_sizes, value_hidden_sizes=cfg.value_hidden_sizes,
+                       activation=cfg.activation, init_std=cfg.init_std)

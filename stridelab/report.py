@@ -23,7 +23,6 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 5000
-COLORS = {"ppo": "#1f77b4", "trpo": "#d62728"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,11 +134,21 @@ def load_runs(out: Path) -> list[RunData]:
     return runs
 
 
-def group(runs: list[RunData]) -> dict[str, list[RunData]]:
+def group(runs: list[RunData], order: list[str] | None = None) -> dict[str, list[RunData]]:
+    """Runs by algorithm, in ``order`` (names it lacks last, alphabetically), each by seed."""
+    rank = {a: i for i, a in enumerate(order or [])}
     groups: dict[str, list[RunData]] = {}
-    for r in sorted(runs, key=lambda r: (r.algo, r.seed)):
+    for r in sorted(runs, key=lambda r: (rank.get(r.algo, len(rank)), r.algo, r.seed)):
         groups.setdefault(r.algo, []).append(r)
     return groups
+
+
+def color(algo: str) -> str:
+    """The same colour for an algorithm in every figure: its place in the registry."""
+    from stridelab.algos import algorithm_names
+
+    names = list(algorithm_names())
+    return f"C{names.index(algo) % 10}" if algo in names else "C9"
 
 
 def aligned(runs: list[RunData], tag: str, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +178,7 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: 
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for algo, runs in groups.items():
-        color = COLORS.get(algo)
+        algo_color = color(algo)
         grid, vals = aligned(runs, tag)
         if not len(grid):
             continue
@@ -177,7 +186,7 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: 
         minutes = np.mean([r.wall_clock_at(grid) for r in runs], axis=0) / 60.0
         label = f"{algo.upper()} (mean of {len(runs)} seeds, 95% CI)"
         for ax, x in ((axes[0], grid / 1e6), (axes[1], minutes)):
-            line, = ax.plot(x, mean, color=color, lw=2, label=label, marker="o" if markers else None, ms=5)
+            line, = ax.plot(x, mean, color=algo_color, lw=2, label=label, marker="o" if markers else None, ms=5)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
             for r in runs:
                 s, v = r.series(tag)
@@ -211,11 +220,11 @@ def plot_final(groups: dict[str, list[RunData]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.7 * len(groups)), constrained_layout=True)
     for i, (algo, runs) in enumerate(groups.items()):
         x = np.array([r.final_return for r in runs])
-        color = COLORS.get(algo, f"C{i}")
+        algo_color = color(algo)
         lo, hi = bootstrap_ci(x, iqm)
-        ax.plot([lo, hi], [i, i], color=color, lw=6, alpha=0.35, solid_capstyle="butt")
-        ax.plot([iqm(x)], [i], "|", color=color, ms=22, mew=3, label=f"{algo.upper()} IQM")
-        ax.plot(x, np.full_like(x, i) + 0.18, "o", color=color, ms=5, alpha=0.8)
+        ax.plot([lo, hi], [i, i], color=algo_color, lw=6, alpha=0.35, solid_capstyle="butt")
+        ax.plot([iqm(x)], [i], "|", color=algo_color, ms=22, mew=3, label=f"{algo.upper()} IQM")
+        ax.plot(x, np.full_like(x, i) + 0.18, "o", color=algo_color, ms=5, alpha=0.8)
     ax.set_yticks(range(len(groups)), [a.upper() for a in groups])
     ax.set_ylim(-0.6, len(groups) - 0.4)
     ax.set_xlabel("final evaluation return (bar: IQM with 95% bootstrap CI; dots: seeds)")
@@ -233,25 +242,34 @@ def _fmt(x: float, digits: int = 0) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
-HYPERPARAMETERS = ["total_steps", "num_envs", "num_steps", "episode_length", "backend", "gamma", "gae_lambda",
-                   "init_std", "reward_scale", "normalize_reward", "norm_adv", "learning_rate", "anneal_lr", "update_epochs",
-                   "num_minibatches", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "max_kl",
-                   "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
-                   "vf_learning_rate", "vf_epochs", "vf_minibatches", "eval_every", "eval_episodes"]
-ALGO_ONLY = {"ppo": {"learning_rate", "anneal_lr", "update_epochs", "num_minibatches", "clip_coef", "ent_coef",
-                     "vf_coef", "target_kl"},
-             "trpo": {"max_kl", "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
-                      "vf_learning_rate", "vf_epochs", "vf_minibatches"}}
+# Shown for every algorithm; each algorithm's own settings follow (its registry entry's ``fields``).
+COMMON_HYPERPARAMETERS = ["total_steps", "num_envs", "num_steps", "episode_length", "backend", "gamma", "gae_lambda",
+                          "hidden_sizes", "value_hidden_sizes", "activation", "init_std", "reward_scale",
+                          "normalize_reward", "norm_adv", "max_grad_norm", "eval_every", "eval_episodes"]
+
+
+def algo_fields(algo: str) -> tuple[str, ...]:
+    """The settings only ``algo`` uses: its registry entry's, else those of the algorithm its
+    presets come from (none for an algorithm this process does not know)."""
+    from stridelab.algos import algorithm_names, get
+
+    if algo not in algorithm_names():
+        return ()
+    entry = get(algo)
+    if entry.fields or entry.preset == algo or entry.preset not in algorithm_names():
+        return entry.fields
+    return get(entry.preset).fields
 
 
 def build_report(out: Path) -> dict[str, Any]:
-    """Compute everything and write report.md, report.html and the figures into ``out``."""
+    """Compute everything and write report.md, report.html, report.json and the figures into
+    ``out``; returns what report.json holds: per algorithm its final returns and their IQM and
+    mean with CIs, and the probability of improvement of every pair."""
     out = Path(out)
     runs = load_runs(out)
     if not runs:
         raise ValueError(f"no runs found in {str(out)!r} (expected <algo>_s<seed>/config.json folders)")
-    groups = group(runs)
-    env = runs[0].env
+    groups = group(runs, _algo_order(out))
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     images = {
@@ -260,50 +278,100 @@ def build_report(out: Path) -> dict[str, Any]:
         "train": plot_curves(groups, figs / "train_return.png", "charts/episodic_return", "training episode return"),
         "final": plot_final(groups, figs / "final_return.png"),
     }
-    media_file = out / "media" / "media.json"
-    media = json.loads(media_file.read_text()) if media_file.is_file() else {}
+    result = {"algorithms": final_stats(groups), "pairs": pairwise(groups)}
+    blocks = _blocks(out, runs, groups, images, result)
+    (out / "report.md").write_text(_to_markdown(blocks, out))
+    (out / "report.html").write_text(_to_html(blocks, runs[0].env))
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
-    final_rows, stats_out = [], {}
+
+def _algo_order(out: Path) -> list[str]:
+    """The order ``compare --algos`` gave (compare.json), else the registry's."""
+    from stridelab.algos import algorithm_names
+
+    meta = out / "compare.json"
+    listed = json.loads(meta.read_text()).get("algos", []) if meta.is_file() else []
+    return list(dict.fromkeys([*listed, *algorithm_names()]))
+
+
+def final_stats(groups: dict[str, list[RunData]]) -> dict[str, dict[str, Any]]:
+    """Per algorithm: the runs' final returns, IQM and mean with 95% bootstrap CIs, std."""
+    result = {}
     for algo, rs in groups.items():
         x = np.array([r.final_return for r in rs])
-        ci_iqm, ci_mean = bootstrap_ci(x, iqm), bootstrap_ci(x, np.mean)
-        stats_out[algo] = {"returns": x.tolist(), "iqm": float(iqm(x)), "iqm_ci": ci_iqm, "mean": float(x.mean()),
-                           "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "mean_ci": ci_mean}
-        s = stats_out[algo]
-        final_rows.append([algo.upper(), str(len(rs)), f"{_fmt(s['iqm'])} [{_fmt(ci_iqm[0])}, {_fmt(ci_iqm[1])}]",
-                           f"{_fmt(s['mean'])} +- {_fmt(s['std'])}", f"[{_fmt(ci_mean[0])}, {_fmt(ci_mean[1])}]",
-                           ", ".join(_fmt(v) for v in x)])
+        result[algo] = {"returns": x.tolist(), "iqm": float(iqm(x)), "iqm_ci": bootstrap_ci(x, iqm),
+                        "mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+                        "mean_ci": bootstrap_ci(x, np.mean)}
+    return result
+
+
+def pairwise(groups: dict[str, list[RunData]]) -> list[dict[str, Any]]:
+    """``P(X > Y)`` with its CI for every pair, X listed before Y (``compare --algos trpo ppo``:
+    the probability that TRPO beats PPO)."""
+    pairs = []
     algos = list(groups)
-    poi_text = ""
-    if "trpo" in groups and "ppo" in groups:
-        a, b = np.array([r.final_return for r in groups["trpo"]]), np.array([r.final_return for r in groups["ppo"]])
-        p, (lo, hi) = float(probability_of_improvement(a, b)), probability_of_improvement_ci(a, b)
-        stats_out["p_trpo_beats_ppo"] = {"p": p, "ci": (lo, hi)}
-        poi_text = (f"Probability that TRPO beats PPO (a random TRPO seed's final return above a random PPO "
-                    f"seed's): **{p:.2f}** (95% CI [{lo:.2f}, {hi:.2f}]).")
+    for i, a in enumerate(algos):
+        for b in algos[i + 1 :]:
+            x, y = (np.array([r.final_return for r in groups[k]]) for k in (a, b))
+            lo, hi = probability_of_improvement_ci(x, y)
+            pairs.append({"x": a, "y": b, "p": float(probability_of_improvement(x, y)), "ci": (lo, hi)})
+    return pairs
 
-    speed_rows = []
+
+def _final_rows(stats_: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for algo, s in stats_.items():
+        (ilo, ihi), (mlo, mhi) = s["iqm_ci"], s["mean_ci"]
+        rows.append([algo.upper(), str(len(s["returns"])), f"{_fmt(s['iqm'])} [{_fmt(ilo)}, {_fmt(ihi)}]",
+                     f"{_fmt(s['mean'])} +- {_fmt(s['std'])}", f"[{_fmt(mlo)}, {_fmt(mhi)}]",
+                     ", ".join(_fmt(v) for v in s["returns"])])
+    return rows
+
+
+def _pairs_text(pairs: list[dict[str, Any]]) -> str:
+    return " ".join(f"Probability that {p['x'].upper()} beats {p['y'].upper()} (a random {p['x'].upper()} seed's "
+                    f"final return above a random {p['y'].upper()} seed's): **{p['p']:.2f}** (95% CI "
+                    f"[{p['ci'][0]:.2f}, {p['ci'][1]:.2f}])." for p in pairs)
+
+
+def _speed_rows(groups: dict[str, list[RunData]]) -> list[list[str]]:
+    rows = []
     for algo, rs in groups.items():
-        sps = [r.summary.get("charts/SPS", math.nan) for r in rs]
-        wall = [r.summary.get("time/wall_clock_s", math.nan) for r in rs]
-        steps = [r.summary.get("global_step", math.nan) for r in rs]
-        speed_rows.append([algo.upper(), _fmt(float(np.mean(steps))), _fmt(float(np.mean(sps))),
-                           f"{_fmt(float(np.mean(wall)) / 60, 1)} min"])
+        sps, wall, steps = ([r.summary.get(k, math.nan) for r in rs]
+                            for k in ("charts/SPS", "time/wall_clock_s", "global_step"))
+        rows.append([algo.upper(), _fmt(float(np.mean(steps))), _fmt(float(np.mean(sps))),
+                     f"{_fmt(float(np.mean(wall)) / 60, 1)} min"])
+    return rows
 
-    hp_rows = []
+
+def _hyperparameter_rows(groups: dict[str, list[RunData]]) -> list[list[str]]:
+    """One row per setting, one column per algorithm; ``-`` where the algorithm does not use it."""
     from stridelab.envs.registry import simulator_of
 
-    for key in HYPERPARAMETERS:
-        if key == "backend" and simulator_of(env) != "brax":  # Brax's physics pipeline only
-            continue
+    env = next(iter(groups.values()))[0].env
+    keys = list(COMMON_HYPERPARAMETERS)
+    for algo in groups:
+        keys += [k for k in algo_fields(algo) if k not in keys]
+    if simulator_of(env) != "brax":  # Brax's physics pipeline only
+        keys.remove("backend")
+    rows = []
+    for key in keys:
         cells = []
         for algo, rs in groups.items():
-            only = {k for a, ks in ALGO_ONLY.items() if a != algo for k in ks}
-            cells.append("-" if key in only else str(rs[0].config.get(key, "-")))
-        hp_rows.append([key, *cells])
+            others = {k for a in groups if a != algo for k in algo_fields(a)} - set(algo_fields(algo))
+            cells.append("-" if key in others else str(rs[0].config.get(key, "-")))
+        rows.append([key, *cells])
+    return rows
 
+
+def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], images: dict[str, Path],
+            result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The report's content, in order, for the Markdown and HTML writers."""
+    media_file = out / "media" / "media.json"
+    media = json.loads(media_file.read_text()) if media_file.is_file() else {}
     blocks: list[tuple[str, Any]] = [
-        ("h1", f"TRPO vs PPO on {env}" if set(algos) == {"ppo", "trpo"} else f"{' vs '.join(a.upper() for a in algos)} on {env}"),
+        ("h1", f"{' vs '.join(a.upper() for a in groups)} on {runs[0].env}"),
         ("p", f"{len(runs)} runs: " + ", ".join(f"{a.upper()} x {len(rs)} seeds" for a, rs in groups.items())
               + f"; budget {_fmt(float(runs[0].config['total_steps']))} env steps per run. Open the curves with "
               f"`tensorboard --logdir {out}`."),
@@ -321,22 +389,21 @@ def build_report(out: Path) -> dict[str, Any]:
               "50% of runs; with fewer than 4 runs nothing is trimmed and it equals the mean); CIs: 95% "
               "percentile bootstrap over seeds (with 3 seeds these intervals are wide: read them as such)."),
         ("img", images["final"]),
-        ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "runs' returns"], final_rows)),
+        ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "runs' returns"],
+                   _final_rows(result["algorithms"]))),
     ]
-    if poi_text:
-        blocks.append(("p", poi_text))
-    blocks += [("h2", "Speed"), ("table", (["algorithm", "env steps", "steps/s", "wall-clock per run"], speed_rows))]
+    if result["pairs"]:
+        blocks.append(("p", _pairs_text(result["pairs"])))
+    blocks += [("h2", "Speed"), ("table", (["algorithm", "env steps", "steps/s", "wall-clock per run"],
+                                           _speed_rows(groups)))]
     if media:
         blocks.append(("h2", "Best policies"))
         for algo, m in media.items():
             blocks.append(("p", f"{algo.upper()}: run `{m['run']}` ([MP4]({m['mp4']}))"))
             blocks.append(("img", out / m["gif"]))
-    blocks += [("h2", "Hyperparameters"), ("table", (["setting", *[a.upper() for a in groups]], hp_rows))]
-
-    (out / "report.md").write_text(_to_markdown(blocks, out))
-    (out / "report.html").write_text(_to_html(blocks, env))
-    (out / "report.json").write_text(json.dumps(stats_out, indent=2) + "\n")
-    return stats_out
+    blocks += [("h2", "Hyperparameters"), ("table", (["setting", *[a.upper() for a in groups]],
+                                                     _hyperparameter_rows(groups)))]
+    return blocks
 
 
 def _to_markdown(blocks: list[tuple[str, Any]], out: Path) -> str:

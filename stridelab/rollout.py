@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from stridelab.envs.base import VecEnv
-from stridelab.models import Agent, RunningMeanStd
+from stridelab.models import ActorCritic, RunningMeanStd
 from stridelab.ops import compute_gae, gaussian_log_prob
 
 
@@ -48,16 +48,27 @@ class RolloutStorage:
         return self.ep_returns[mask].cpu(), self.ep_lengths[mask].cpu()
 
 
-def can_fuse(env: VecEnv, agent: Agent) -> bool:
-    """Whether ``env`` can run a whole rollout of ``agent`` in one compiled program (Brax)."""
+def can_fuse(env: VecEnv, agent: ActorCritic) -> bool:
+    """Whether ``env`` can run a whole rollout of ``agent`` in one compiled program (Brax).
+
+    An env that could, with a policy the JAX mirror does not know, says so in one warning: the
+    step-by-step rollout it falls back to is several times slower.
+    """
     if not hasattr(env, "start_rollout"):
         return False
     from stridelab.envs import jax_policy
 
-    return jax_policy.supports(agent)
+    why = jax_policy.unsupported(agent)
+    if why is not None:
+        import warnings
+
+        warnings.warn(f"{why}, so the rollout runs step by step from Python (several times slower than the "
+                      f"fused rollout); --no-fused-rollout asks for that and silences this", RuntimeWarning,
+                      stacklevel=2)
+    return why is None
 
 
-def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage, fused_seed: int | None = None
+def collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage, fused_seed: int | None = None
             ) -> torch.Tensor:
     """Run ``T`` steps of the stochastic policy from ``obs [N, obs_dim]``; returns the next obs.
 
@@ -68,7 +79,7 @@ def collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorag
     return start_collect(env, agent, obs, storage, fused_seed)()
 
 
-def start_collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage,
+def start_collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage,
                   fused_seed: int | None = None) -> Callable[[], torch.Tensor]:
     """:func:`collect`, split in two: returns a function that finishes it and returns the next obs.
 
@@ -104,7 +115,7 @@ def start_collect(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: Rollout
 
 
 @torch.no_grad()
-def _collect_stepwise(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
         storage.obs[t] = obs  # before the step: the env may reuse the buffer ``obs`` views
@@ -121,14 +132,11 @@ def _collect_stepwise(env: VecEnv, agent: Agent, obs: torch.Tensor, storage: Rol
 
 
 @contextmanager
-def beside_next_rollout(between: Callable[[], None] | None, device: torch.device) -> Iterator[None]:
-    """Call ``between`` (which starts the next rollout, :func:`start_collect`), then run the block
-    on half of torch's CPU threads, the other half's cores left to that rollout. Without
-    ``between``, or with tensors on a GPU, the block runs as it is."""
+def fewer_threads(active: bool) -> Iterator[None]:
+    """Run the block on half of torch's CPU threads when ``active``: the other half's cores are
+    left to a rollout running beside it (:func:`start_collect`)."""
     n = torch.get_num_threads()
-    if between is not None:
-        between()
-    if between is None or device.type != "cpu" or n < 2:
+    if not active or n < 2:
         yield
         return
     torch.set_num_threads(n // 2)
@@ -174,6 +182,12 @@ class ReturnNormalizer(torch.nn.Module):
         self.register_buffer("ret", torch.zeros(num_envs, dtype=torch.float64))
         self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
 
+    def load_statistics(self, state: dict[str, Any], path: Any) -> None:
+        """The running std from a saved ``state_dict()``; the per-env returns restart with the envs."""
+        from stridelab.checkpoint import load_weights
+
+        load_weights(self.rms, {k.removeprefix("rms."): v for k, v in state.items() if k.startswith("rms.")}, path)
+
     @torch.no_grad()
     def forward(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
         """``rewards, dones [T, N]`` of one rollout -> scaled rewards ``[T, N]``."""
@@ -190,7 +204,7 @@ class ReturnNormalizer(torch.nn.Module):
 
 
 @torch.no_grad()
-def make_batch(agent: Agent, storage: RolloutStorage, gamma: float, gae_lambda: float, reward_scale: float = 1.0,
+def make_batch(agent: ActorCritic, storage: RolloutStorage, gamma: float, gae_lambda: float, reward_scale: float = 1.0,
                update_normalizer: bool = True, rewards: torch.Tensor | None = None, comm: Any = None) -> Batch:
     """Merge the rollout into the normalizer, then compute the old policy, values and GAE.
 

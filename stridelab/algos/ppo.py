@@ -1,112 +1,119 @@
-"""PPO update: clipped surrogate, value loss, entropy bonus, minibatch epochs."""
+"""PPO: clipped surrogate and entropy bonus for the policy, minibatch epochs, the value net alongside."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from stridelab.config import TrainConfig
+from stridelab.algos.base import Algorithm, register
 from stridelab.distributed import SINGLE, Comm, normalize_advantages
-from stridelab.models import Agent
 from stridelab.ops import clipped_surrogate_loss, explained_variance, gaussian_entropy, gaussian_log_prob, value_loss
-from stridelab.rollout import Batch, beside_next_rollout
+from stridelab.rollout import Batch
+
+PPO_FIELDS = ("learning_rate", "anneal_lr", "update_epochs", "num_minibatches", "clip_coef", "ent_coef", "vf_coef",
+              "target_kl")
 
 
-class PPO:
-    """Proximal policy optimization (Schulman et al. 2017) on an :class:`Agent`.
+@register("ppo", description="proximal policy optimization (clipped surrogate)", fields=PPO_FIELDS)
+class PPOAlgorithm(Algorithm):
+    """Proximal policy optimization (Schulman et al. 2017) on an
+    :class:`~stridelab.models.ActorCritic`.
 
     One Adam over policy and value parameters. The gradient norm is clipped per network: the
     value loss's gradient is often orders of magnitude larger than the policy's, and one global
     clip would then shrink the policy's step along with it.
 
+    The policy's minibatch steps come first (:meth:`update_policy`), then the value net's on the
+    same minibatches (:meth:`update_value`, as many as the policy took before ``target_kl``
+    stopped it). The two networks share no parameter and each has its own gradient clip, so this
+    is the joint-loss update of CleanRL and SB3 step for step (tests/test_two_pass_updates.py).
+
     With data-parallel processes (``comm``), gradients are averaged before clipping and the
     advantages are normalized with the statistics of every process's minibatch together.
     """
 
-    name = "ppo"
-
-    def __init__(self, agent: Agent, cfg: TrainConfig, comm: Comm = SINGLE) -> None:
-        self.agent, self.cfg, self.comm = agent, cfg, comm
-        self.optimizer = torch.optim.Adam(
+    def __init__(self, agent: Any, cfg: Any, comm: Comm = SINGLE) -> None:
+        super().__init__(agent, cfg, comm)
+        self.optimizers["optimizer"] = torch.optim.Adam(
             list(agent.policy.parameters()) + list(agent.value.parameters()), lr=cfg.learning_rate, eps=1e-5,
             fused=True,  # one kernel for all parameters: the step costs a third of the unfused one on CPU
         )
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator: torch.Generator | None = None  # the minibatches' permutations (None: torch's global one)
+        self._taken: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def set_progress(self, fraction_done: float) -> None:
         """Linear learning-rate annealing to 0, when enabled."""
         if self.cfg.anneal_lr:
-            for group in self.optimizer.param_groups:
+            for group in self.optimizers["optimizer"].param_groups:
                 group["lr"] = self.cfg.learning_rate * max(0.0, 1.0 - fraction_done)
 
-    @property
-    def learning_rate(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def update(self, batch: Batch, generator: torch.Generator | None = None,
-               between: Callable[[], None] | None = None) -> dict[str, float]:
-        """``update_epochs`` epochs of ``num_minibatches`` minibatch steps on ``batch``.
-
-        The policy's steps come first, then the value net's on the same minibatches (as many as
-        the policy took before ``target_kl`` stopped it). The two networks share no parameter and
-        each has its own gradient clip, so this is the joint-loss update of CleanRL and SB3 step
-        for step; it lets ``between`` (called after the policy's steps) start the next rollout,
-        which needs only the policy, while the value net learns on fewer threads.
-        """
-        cfg, agent = self.cfg, self.agent
-        mb_size = len(batch) // cfg.num_minibatches
+    def update_policy(self, batch: Batch) -> dict[str, float]:
+        """``update_epochs`` epochs of ``num_minibatches`` clipped-surrogate steps, stopped
+        early where the approximate KL passes ``target_kl``."""
         names = ("policy_loss", "entropy", "approx_kl", "clipfrac")
         sums = torch.zeros(len(names), device=batch.obs.device)
-        value_sum = torch.zeros((), device=batch.obs.device)
-        policy_params, value_params = list(agent.policy.parameters()), list(agent.value.parameters())
         with torch.no_grad():  # the normalizer is frozen during the update: normalize once
-            obs_n = agent.obs_rms.normalize(batch.obs)
-        taken: list[tuple[torch.Tensor, torch.Tensor]] = []  # (obs, returns) of each minibatch the policy took
-        stop = False
-        for _epoch in range(cfg.update_epochs):
-            # One gather per field and epoch; minibatches are then contiguous slices (views).
-            perm = torch.randperm(len(batch), generator=generator, device="cpu").to(batch.obs.device)
-            e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (obs_n, batch.actions, batch.logp_old,
-                                                                     batch.advantages, batch.returns))
-            for start in range(0, len(batch), mb_size):
-                sl = slice(start, start + mb_size)
-                adv = normalize_advantages(e_adv[sl], self.comm) if cfg.norm_adv else e_adv[sl]
-                mean, std = agent.policy(e_obs[sl])
-                logp = gaussian_log_prob(mean, std, e_act[sl])
-                pg_loss, m = clipped_surrogate_loss(logp, e_logp[sl], adv, cfg.clip_coef)
-                entropy = gaussian_entropy(std).mean()
-                self._step(pg_loss - cfg.ent_coef * entropy, policy_params)
-                taken.append((e_obs[sl], e_ret[sl]))  # views: the value net's pass takes the same minibatches
-                sums += torch.stack([pg_loss.detach(), entropy.detach(), m["approx_kl"], m["clipfrac"]])
-                if cfg.target_kl is not None and self.comm.mean(m["approx_kl"]).item() > cfg.target_kl:
-                    stop = True
-                    break
-            if stop:
-                break
-        with beside_next_rollout(between, batch.obs.device):
-            for mb_obs, mb_ret in taken:
-                v_loss = value_loss(agent.value(mb_obs), mb_ret)
-                self._step(cfg.vf_coef * v_loss, value_params)
-                value_sum += v_loss.detach()
-        n_updates = len(taken)
-        metrics = {f"losses/{k}": float(v) / n_updates for k, v in zip(names, sums.tolist())}
-        metrics["losses/value_loss"] = float(value_sum) / n_updates
-        with torch.no_grad():
-            metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
-        metrics["losses/num_minibatch_updates"] = float(n_updates)
+            obs_n = self.agent.obs_rms.normalize(batch.obs)
+        self._taken = []  # (obs, returns) of each minibatch the policy took, for the value net
+        for epoch in self._epochs(batch, obs_n):
+            if not self._policy_epoch(epoch, sums):
+                break  # target_kl reached
+        metrics = {f"losses/{k}": float(v) / len(self._taken) for k, v in zip(names, sums.tolist())}
+        metrics["losses/num_minibatch_updates"] = float(len(self._taken))
         return metrics
+
+    def _epochs(self, batch: Batch, obs_n: torch.Tensor) -> Any:
+        """Per epoch, the minibatches: one gather per field and epoch, then contiguous slices (views)."""
+        mb_size = len(batch) // self.cfg.num_minibatches
+        for _ in range(self.cfg.update_epochs):
+            perm = torch.randperm(len(batch), generator=self.generator, device="cpu").to(batch.obs.device)
+            fields = [x[perm] for x in (obs_n, batch.actions, batch.logp_old, batch.advantages, batch.returns)]
+            yield ([x[s : s + mb_size] for x in fields] for s in range(0, len(batch), mb_size))
+
+    def _policy_epoch(self, minibatches: Any, sums: torch.Tensor) -> bool:
+        """One epoch's steps; False where the approximate KL passed ``target_kl`` (the rest of
+        the update is skipped, in every data-parallel process alike)."""
+        for obs, act, logp_old, adv, ret in minibatches:
+            approx_kl = self._policy_step(obs, act, logp_old, adv, sums)
+            self._taken.append((obs, ret))
+            if self.cfg.target_kl is not None and self.comm.mean(approx_kl).item() > self.cfg.target_kl:
+                return False
+        return True
+
+    def _policy_step(self, obs: torch.Tensor, act: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor,
+                     sums: torch.Tensor) -> torch.Tensor:
+        """One Adam step on the clipped surrogate minus the entropy bonus; adds the minibatch's
+        metrics to ``sums`` and returns its approximate KL."""
+        cfg = self.cfg
+        if cfg.norm_adv:
+            adv = normalize_advantages(adv, self.comm)
+        mean, std = self.agent.policy(obs)
+        logp = gaussian_log_prob(mean, std, act)
+        pg_loss, m = clipped_surrogate_loss(logp, logp_old, adv, cfg.clip_coef)
+        entropy = gaussian_entropy(std).mean()
+        self._step(pg_loss - cfg.ent_coef * entropy, list(self.agent.policy.parameters()))
+        sums += torch.stack([pg_loss.detach(), entropy.detach(), m["approx_kl"], m["clipfrac"]])
+        return m["approx_kl"]
+
+    def update_value(self, batch: Batch) -> dict[str, float]:
+        """One step of the value loss on each minibatch the policy took."""
+        params = list(self.agent.value.parameters())
+        total = torch.zeros((), device=batch.obs.device)
+        for obs, ret in self._taken:
+            v_loss = value_loss(self.agent.value(obs), ret)
+            self._step(self.cfg.vf_coef * v_loss, params)
+            total += v_loss.detach()
+        with torch.no_grad():
+            ev = float(explained_variance(batch.values_old, batch.returns))
+        return {"losses/value_loss": float(total) / len(self._taken), "losses/explained_variance": ev}
 
     def _step(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
         """One Adam step of ``params`` on ``loss``: the other network's gradients stay None,
         so Adam leaves it (and its moments) alone."""
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer = self.optimizers["optimizer"]
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.comm.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        self.optimizer.step()
+        optimizer.step()

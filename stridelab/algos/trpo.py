@@ -1,82 +1,56 @@
-"""TRPO update: the policy by the :class:`~stridelab.optim.TRPO` optimizer, the critic by Adam."""
+"""TRPO: the policy by the :class:`~stridelab.optim.TRPO` optimizer, the critic by Adam."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from stridelab.config import TrainConfig
+from stridelab.algos.base import Algorithm, register
 from stridelab.distributed import SINGLE, Comm, normalize_advantages
-from stridelab.models import Agent
 from stridelab.ops import explained_variance, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
 from stridelab.optim import TRPO
-from stridelab.rollout import Batch, beside_next_rollout
+from stridelab.rollout import Batch
+
+TRPO_FIELDS = ("max_kl", "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
+               "vf_learning_rate", "vf_epochs", "vf_minibatches")
 
 
-class TRPOAgent:
-    """Trust-region policy optimization on the same rollout, GAE and networks as PPO.
+@register("trpo", description="trust region policy optimization", fields=TRPO_FIELDS)
+class TRPOAlgorithm(Algorithm):
+    """Trust region policy optimization (Schulman et al. 2015) on the same rollout, GAE and
+    networks as PPO.
 
-    Per batch: one TRPO step on the importance-sampled surrogate ``-mean(ratio * A)`` under
-    ``mean KL(old || new) <= max_kl``, then the value net is fitted separately with
-    ``vf_epochs`` Adam epochs of ``vf_minibatches`` minibatches.
+    Per batch: one step of the TRPO optimizer on the importance-sampled surrogate
+    ``-mean(ratio * A)`` under ``mean KL(old || new) <= max_kl`` (:meth:`update_policy`), then
+    the value net is fitted with ``vf_epochs`` Adam epochs of ``vf_minibatches`` minibatches
+    (:meth:`update_value`).
 
     With data-parallel processes (``comm``) the TRPO step averages the gradient, the
     Fisher-vector products and the line search over processes, and the critic's gradients are
     averaged, so every process keeps the same weights.
     """
 
-    name = "trpo"
-
-    def __init__(self, agent: Agent, cfg: TrainConfig, comm: Comm = SINGLE) -> None:
-        self.agent, self.cfg, self.comm = agent, cfg, comm
+    def __init__(self, agent: Any, cfg: Any, comm: Comm = SINGLE) -> None:
+        super().__init__(agent, cfg, comm)
         self.policy_optimizer = TRPO(agent.policy.parameters(), max_kl=cfg.max_kl, damping=cfg.damping,
                                      cg_iters=cfg.cg_iters, backtrack_ratio=cfg.backtrack_ratio,
-                                     max_backtracks=cfg.max_backtracks,
-                                     reduce=comm.mean if comm.active else None)
-        self.value_optimizer = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate, eps=1e-5,
-                                                fused=True)
+                                     max_backtracks=cfg.max_backtracks, reduce=comm.mean if comm.active else None)
+        # TRPO's own state is rebuilt every step; only the critic's Adam has moments to keep.
+        self.optimizers["value_optimizer"] = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate,
+                                                              eps=1e-5, fused=True)
+        self._fit: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
-    def state_dict(self) -> dict:
-        return {"value_optimizer": self.value_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.value_optimizer.load_state_dict(state["value_optimizer"])
-
-    def set_progress(self, fraction_done: float) -> None:
-        """TRPO's step size is set by the trust region; nothing is annealed."""
-
-    @property
-    def learning_rate(self) -> float:
-        return float(self.value_optimizer.param_groups[0]["lr"])
-
-    def update_policy(self, batch: Batch, obs_n: torch.Tensor) -> dict[str, float]:
-        adv = normalize_advantages(batch.advantages, self.comm) if self.cfg.norm_adv else batch.advantages
-        policy = self.agent.policy
-
-        def closure() -> tuple[torch.Tensor, torch.Tensor]:
-            mean, std = policy(obs_n)
-            ratio = torch.exp(gaussian_log_prob(mean, std, batch.actions) - batch.logp_old)
-            loss = -(ratio * adv).mean()
-            kl = gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
-            return loss, kl
-
-        fisher_closure = None
-        n_fisher = int(len(batch) * self.cfg.fisher_fraction)
-        if n_fisher < len(batch):
-            # Fisher-vector products on a random subsample: the curvature needs far fewer samples
-            # than the gradient (sb3-contrib's sub_sampling_factor; Schulman's modular_rl).
-            idx = torch.randperm(len(batch), device="cpu")[: max(n_fisher, 1)].to(obs_n.device)
-            f_obs, f_mean, f_std = obs_n[idx], batch.mean_old[idx], batch.std_old[idx]
-
-            def fisher_closure() -> torch.Tensor:
-                mean, std = policy(f_obs)
-                return gaussian_kl(f_mean, f_std, mean, std).mean()
-
-        info = self.policy_optimizer.step(closure, fisher_closure)
+    def update_policy(self, batch: Batch) -> dict[str, float]:
+        """One TRPO step. The critic's minibatches are drawn here too, so the random stream is
+        the same whatever the runner does before :meth:`update_value`."""
         with torch.no_grad():
-            _, std = policy(obs_n)
-            entropy = float(gaussian_entropy(std).mean())
+            obs_n = self.agent.obs_rms.normalize(batch.obs)
+        info = self.policy_optimizer.step(*self._closures(batch, obs_n))
+        with torch.no_grad():
+            entropy = float(gaussian_entropy(self.agent.policy(obs_n)[1]).mean())
+        perms = [torch.randperm(len(batch), device="cpu").to(obs_n.device) for _ in range(self.cfg.vf_epochs)]
+        self._fit = (obs_n, perms)
         return {
             "losses/policy_loss": info["loss_after"],
             "losses/entropy": entropy,
@@ -90,35 +64,50 @@ class TRPOAgent:
             "trpo/actual_improvement": info["loss_before"] - info["loss_after"],
         }
 
-    def update_value(self, batch: Batch, obs_n: torch.Tensor, perms: list[torch.Tensor]) -> dict[str, float]:
-        """Adam on the value loss, one epoch per permutation in ``perms``."""
-        cfg, value = self.cfg, self.agent.value
-        mb_size = len(batch) // cfg.vf_minibatches
+    def _closures(self, batch: Batch, obs_n: torch.Tensor) -> tuple[Any, Any]:
+        """The optimizer's closure (surrogate loss and KL on the batch) and the Fisher closure
+        (the KL on a random ``fisher_fraction`` of it, or None for the whole batch)."""
+        adv = normalize_advantages(batch.advantages, self.comm) if self.cfg.norm_adv else batch.advantages
+        policy = self.agent.policy
+
+        def closure() -> tuple[torch.Tensor, torch.Tensor]:
+            mean, std = policy(obs_n)
+            ratio = torch.exp(gaussian_log_prob(mean, std, batch.actions) - batch.logp_old)
+            return -(ratio * adv).mean(), gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
+
+        n_fisher = int(len(batch) * self.cfg.fisher_fraction)
+        if n_fisher >= len(batch):
+            return closure, None
+        # The curvature needs far fewer samples than the gradient (sb3-contrib's
+        # sub_sampling_factor; Schulman's modular_rl).
+        idx = torch.randperm(len(batch), device="cpu")[: max(n_fisher, 1)].to(obs_n.device)
+        f_obs, f_mean, f_std = obs_n[idx], batch.mean_old[idx], batch.std_old[idx]
+
+        def fisher_closure() -> torch.Tensor:
+            mean, std = policy(f_obs)
+            return gaussian_kl(f_mean, f_std, mean, std).mean()
+
+        return closure, fisher_closure
+
+    def update_value(self, batch: Batch) -> dict[str, float]:
+        """Adam on the value loss, ``vf_epochs`` epochs of ``vf_minibatches`` minibatches."""
+        assert self._fit is not None, "update_policy runs first, on the same batch"
+        (obs_n, perms), value = self._fit, self.agent.value
+        optimizer = self.optimizers["value_optimizer"]
+        mb_size = len(batch) // self.cfg.vf_minibatches
         total, n = torch.zeros((), device=obs_n.device), 0
         for perm in perms:
             for start in range(0, len(batch), mb_size):
                 idx = perm[start : start + mb_size]
                 loss = value_loss(value(obs_n[idx]), batch.returns[idx])
-                self.value_optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.comm.average_gradients(list(value.parameters()))
-                torch.nn.utils.clip_grad_norm_(value.parameters(), cfg.max_grad_norm)
-                self.value_optimizer.step()
+                torch.nn.utils.clip_grad_norm_(value.parameters(), self.cfg.max_grad_norm)
+                optimizer.step()
                 total += loss.detach()
                 n += 1
-        return {"losses/value_loss": float(total) / n}
-
-    def update(self, batch: Batch, between: Callable[[], None] | None = None) -> dict[str, float]:
-        """The TRPO step, then the critic's epochs; ``between`` is called after the policy's
-        step (see :meth:`stridelab.algos.ppo.PPO.update`) and the critic then learns on fewer
-        threads. Its minibatches are drawn before ``between`` runs, so the random stream is the
-        same with or without it."""
+        self._fit = None
         with torch.no_grad():
-            obs_n = self.agent.obs_rms.normalize(batch.obs)
-        metrics = self.update_policy(batch, obs_n)
-        perms = [torch.randperm(len(batch), device="cpu").to(obs_n.device) for _ in range(self.cfg.vf_epochs)]
-        with beside_next_rollout(between, obs_n.device):
-            metrics.update(self.update_value(batch, obs_n, perms))
-        with torch.no_grad():
-            metrics["losses/explained_variance"] = float(explained_variance(batch.values_old, batch.returns))
-        return metrics
+            ev = float(explained_variance(batch.values_old, batch.returns))
+        return {"losses/value_loss": float(total) / n, "losses/explained_variance": ev}

@@ -24,18 +24,39 @@ def _to_jax(t: torch.Tensor) -> jax.Array:
     return jnp.from_dlpack(t.detach().float().contiguous())
 
 
-def supports(agent: Any) -> bool:
-    """Whether ``agent`` is the stock :class:`~stridelab.models.Agent` this mirror reproduces."""
-    from stridelab.models import Agent, GaussianPolicy
+# The torch layers the mirror knows, by the name it walks them with.
+_ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.ELU: "elu", nn.SiLU: "silu"}
+_JAX_ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "elu": jax.nn.elu, "silu": jax.nn.silu}
 
-    if type(agent) is not Agent or type(agent.policy) is not GaussianPolicy:
-        return False
-    return all(isinstance(m, (nn.Linear, nn.ReLU)) for m in agent.policy.trunk)
+
+def unsupported(agent: Any) -> str | None:
+    """Why the fused rollout cannot mirror ``agent``'s policy, in a few words; None when it can
+    (a :class:`~stridelab.models.GaussianPolicy` whose trunk is Linear layers and the
+    activations of :data:`stridelab.models.ACTIVATIONS`)."""
+    from stridelab.models import ActorCritic, GaussianPolicy
+
+    if not isinstance(agent, ActorCritic) or type(agent.policy) is not GaussianPolicy:
+        return f"the policy {type(getattr(agent, 'policy', agent)).__name__} is not stridelab's GaussianPolicy"
+    for layer in agent.policy.trunk:
+        if not isinstance(layer, nn.Linear) and type(layer) not in _ACTIVATIONS:
+            return f"the policy's layer {type(layer).__name__} has no JAX mirror"
+    return None
+
+
+def supports(agent: Any) -> bool:
+    """Whether the fused rollout can run ``agent``'s policy (see :func:`unsupported`)."""
+    return unsupported(agent) is None
+
+
+def structure(agent: Any) -> tuple[str, ...]:
+    """The trunk's layers as names (``("linear", "relu", ...)``): the static part of the mirror,
+    the weights (:func:`policy_params`) being its arrays."""
+    return tuple("linear" if isinstance(m, nn.Linear) else _ACTIVATIONS[type(m)] for m in agent.policy.trunk)
 
 
 @torch.no_grad()
 def policy_params(agent: Any, via_host: bool = False) -> dict[str, Any]:
-    """The arrays :func:`sample` needs, taken from a torch :class:`~stridelab.models.Agent`.
+    """The arrays :func:`sample` needs, taken from a torch :class:`~stridelab.models.ActorCritic`.
 
     The observation normalizer's mean and std are cast to float32 exactly as
     :meth:`RunningMeanStd.normalize` casts them.
@@ -57,21 +78,28 @@ def policy_params(agent: Any, via_host: bool = False) -> dict[str, Any]:
     }
 
 
-def mean_std(params: dict[str, Any], obs: jax.Array, clip: float, min_std: float) -> tuple[jax.Array, jax.Array]:
-    """``GaussianPolicy(obs_rms.normalize(obs))`` in JAX: ``obs [N, obs_dim]`` -> ``(mean, std)``."""
+def mean_std(params: dict[str, Any], obs: jax.Array, clip: float, min_std: float,
+             layers: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
+    """``GaussianPolicy(obs_rms.normalize(obs))`` in JAX: ``obs [N, obs_dim]`` -> ``(mean, std)``,
+    the trunk walked as :func:`structure` lists its ``layers``."""
     h = jnp.clip((obs - params["obs_mean"]) / params["obs_std"], -clip, clip)
-    for w, b in params["trunk"]:
-        h = jax.nn.relu(h @ w.T + b)
+    linears = iter(params["trunk"])
+    for kind in layers:
+        if kind == "linear":
+            w, b = next(linears)
+            h = h @ w.T + b
+        else:
+            h = _JAX_ACTIVATIONS[kind](h)
     mean = jnp.tanh(h @ params["mu"][0].T + params["mu"][1])
     std = jax.nn.softplus(h @ params["std"][0].T + params["std"][1]) + min_std
     return mean, std
 
 
-def sample(params: dict[str, Any], obs: jax.Array, key: jax.Array, clip: float, min_std: float
-           ) -> tuple[jax.Array, jax.Array]:
-    """``(env_action, u)`` as :meth:`Agent.act` returns them: ``u ~ N(mean, std)`` and
+def sample(params: dict[str, Any], obs: jax.Array, key: jax.Array, clip: float, min_std: float,
+           layers: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
+    """``(env_action, u)`` as :meth:`ActorCritic.act` returns them: ``u ~ N(mean, std)`` and
     ``clip(u, -1, 1)`` mapped onto the env's action box."""
-    mean, std = mean_std(params, obs, clip, min_std)
+    mean, std = mean_std(params, obs, clip, min_std, layers)
     u = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
     low, high = params["low"], params["high"]
     return low + (jnp.clip(u, -1.0, 1.0) + 1.0) * 0.5 * (high - low), u

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -100,29 +101,11 @@ class TRPO(torch.optim.Optimizer):
         """
         if closure is None:
             raise ValueError("TRPO.step needs a closure returning (loss, kl)")
-        group = self.param_groups[0]
-        params = self._params()
-        max_kl = group["max_kl"]
-
-        reduce = self._reduce
-        with torch.enable_grad():
-            loss, kl = closure()
-            g = reduce(flat_grad(loss, params, retain_graph=fisher_closure is None))
-            fisher_kl = kl if fisher_closure is None else fisher_closure()
-            fvp = fisher_vector_product(fisher_kl, params, group["damping"], reduce=self._reduce)
-            x, residual = conjugate_gradient(fvp, g, iters=group["cg_iters"])
-            shs = x.dot(fvp(x))
-        step_dir = -x
-        # Guard the sqrt: a zero gradient (or a non-PD curvature estimate) gives no step.
-        scale = torch.sqrt(2.0 * max_kl / shs) if shs > 0 else torch.zeros_like(shs)
-        full_step = scale * step_dir
-        expected = -g.dot(full_step)
-        loss_before = reduce(loss.detach())
-
-        old = flat_params(params)
+        group, params = self.param_groups[0], self._params()
+        loss_before, g, full_step, residual = self._full_step(closure, fisher_closure, params, group)
         info = {
             "loss_before": float(loss_before),
-            "expected_improvement": float(expected),
+            "expected_improvement": float(-g.dot(full_step)),
             "cg_residual": float(residual),
             "accepted": 0.0,
             "backtracks": float(group["max_backtracks"]),
@@ -130,15 +113,36 @@ class TRPO(torch.optim.Optimizer):
             "loss_after": float(loss_before),
             "step_norm": 0.0,
         }
-        if not bool(torch.isfinite(full_step).all()) or scale == 0:
+        if not bool(torch.isfinite(full_step).all()) or not bool(full_step.any()):
             return info
+        return self._line_search(closure, params, full_step, loss_before, info, group)
 
-        frac = 1.0
+    def _full_step(self, closure: Closure, fisher_closure: Callable[[], torch.Tensor] | None,
+                   params: list[torch.Tensor], group: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """``(loss, g, full_step, cg_residual)``: the natural gradient direction ``-F^-1 g`` by
+        conjugate gradient, scaled so that its quadratic KL estimate is ``max_kl``."""
+        reduce = self._reduce
+        with torch.enable_grad():
+            loss, kl = closure()
+            g = reduce(flat_grad(loss, params, retain_graph=fisher_closure is None))
+            fisher_kl = kl if fisher_closure is None else fisher_closure()
+            fvp = fisher_vector_product(fisher_kl, params, group["damping"], reduce=reduce)
+            x, residual = conjugate_gradient(fvp, g, iters=group["cg_iters"])
+            shs = x.dot(fvp(x))
+        # Guard the sqrt: a zero gradient (or a non-PD curvature estimate) gives no step.
+        scale = torch.sqrt(2.0 * group["max_kl"] / shs) if shs > 0 else torch.zeros_like(shs)
+        return reduce(loss.detach()), g, scale * -x, residual
+
+    def _line_search(self, closure: Closure, params: list[torch.Tensor], full_step: torch.Tensor,
+                     loss_before: torch.Tensor, info: dict[str, float], group: dict[str, Any]) -> dict[str, float]:
+        """Shrink the step by ``backtrack_ratio`` until the surrogate improves inside the trust
+        region (on the whole batch); none found in ``max_backtracks`` tries: no step."""
+        old, frac = flat_params(params), 1.0
         for i in range(group["max_backtracks"]):
             set_flat_params(params, old + frac * full_step)
             with torch.no_grad():
-                new_loss, new_kl = (reduce(t) for t in closure())
-            if bool(torch.isfinite(new_loss)) and new_kl <= max_kl and new_loss < loss_before:
+                new_loss, new_kl = (self._reduce(t) for t in closure())
+            if bool(torch.isfinite(new_loss)) and new_kl <= group["max_kl"] and new_loss < loss_before:
                 info.update(accepted=1.0, backtracks=float(i), kl=float(new_kl), loss_after=float(new_loss),
                             step_norm=float(frac * full_step.norm()))
                 return info
