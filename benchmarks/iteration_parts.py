@@ -33,7 +33,8 @@ def main() -> None:
     from stridelab.envs import make_env
     from stridelab.envs.brax import _import_brax_envs, jit
     from stridelab.rollout import RolloutStorage, make_batch, start_collect
-    from stridelab.train import make_agent, make_algo
+    from stridelab.algos import make_algorithm
+    from stridelab.models import build_agent
 
     cfg = build_config({"algo": "ppo", "env": args.env, "num_envs": args.num_envs, "backend": args.backend,
                         "run_dir": "unused", "progress": False})
@@ -49,8 +50,8 @@ def main() -> None:
     simulate = jit(scan)  # the compiler options stridelab's own programs use
     state = jit(jax.vmap(raw.reset))(jax.random.split(jax.random.PRNGKey(0), n))
     env = make_env(args.env, n, backend=args.backend)
-    agent = make_agent(cfg, env.spec)
-    algo = make_algo(agent, cfg)
+    agent = build_agent(cfg, env.spec)
+    algo = make_algorithm(agent, cfg)
     storage = RolloutStorage(t_steps, n, env.spec.obs_dim, env.spec.act_dim, torch.device("cpu"))
     obs = env.reset(0)
 
@@ -65,12 +66,13 @@ def main() -> None:
         t = time.perf_counter()
         batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda)
         t_batch = time.perf_counter() - t
-        marks: list[float] = []
         t = time.perf_counter()
-        algo.update(batch, between=lambda: marks.append(time.perf_counter()))
+        algo.update_policy(batch)
+        mark = time.perf_counter()
+        algo.update_value(batch)
         end = time.perf_counter()
         if r:
-            for key, value in zip(times, (t_sim, t_roll, t_batch, marks[0] - t, end - marks[0])):
+            for key, value in zip(times, (t_sim, t_roll, t_batch, mark - t, end - mark)):
                 times[key].append(value)
     print(f"{args.env} ({args.backend}), {n} envs x {t_steps} steps = {n * t_steps:,} steps per iteration; "
           f"median of {args.rounds} rounds (min-max):")

@@ -176,6 +176,14 @@ def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path):
     assert (out / "ppo_s1" / "summary.json").stat().st_mtime == mtime
 
 
+def _children(pid):
+    """The process ids whose parent is ``pid`` (Linux's /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def test_ctrl_c_on_compare_stops_each_run_with_its_stop_checkpoint(tmp_path):
     """A terminal's Ctrl-C signals the whole foreground process group: compare and its runs."""
     import signal
@@ -201,9 +209,10 @@ def test_ctrl_c_on_compare_stops_each_run_with_its_stop_checkpoint(tmp_path):
     try:
         _, err = proc.communicate(timeout=180)
     finally:
-        if proc.poll() is None:  # leave nothing running: compare, then its run (in a session of its own)
+        if proc.poll() is None:  # leave nothing running: compare's runs (each a session of its own), then compare
+            for child in _children(proc.pid):
+                os.killpg(child, signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGKILL)
-            subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
     assert proc.returncode == 130, err[-3000:]
     assert "run the same command again to continue" in err
     import torch

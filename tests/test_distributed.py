@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from stridelab.config import build_config
 from stridelab.distributed import Comm
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
 from stridelab.rollout import Batch
 from tests.test_cli import stridelab
 
@@ -37,18 +37,18 @@ def make_data():
 
 def make_agent():
     torch.manual_seed(1)
-    return Agent(OBS, ACT).double()
+    return ActorCritic(OBS, ACT).double()
 
 
 def one_update(algo, batch, rms_state, comm):
-    from stridelab.train import make_algo
+    from stridelab.algos import make_algorithm
 
     cfg = build_config({"algo": algo, "env": "ant", "num_envs": 1, "num_steps": 2, "update_epochs": 1,
                         "num_minibatches": 1, "vf_epochs": 1, "vf_minibatches": 1, "fisher_fraction": 1.0,
                         "max_kl": 0.05})
     agent = make_agent()
     agent.obs_rms.load_state_dict(rms_state)
-    learner = make_algo(agent, cfg, comm)
+    learner = make_algorithm(agent, cfg, comm)
     learner.update(batch)
     return torch.cat([p.detach().reshape(-1) for p in agent.parameters()])
 

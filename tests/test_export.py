@@ -4,12 +4,12 @@ import sys
 import torch
 
 from stridelab.export import export_policy
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
 
 
 def test_exported_program_matches_in_process_deterministic_actions(tmp_path):
     torch.manual_seed(0)
-    agent = Agent(11, 3, action_low=[-0.4, -1.0, 0.0], action_high=[0.4, 1.0, 2.0])
+    agent = ActorCritic(11, 3, action_low=[-0.4, -1.0, 0.0], action_high=[0.4, 1.0, 2.0])
     for p in agent.policy.parameters():
         torch.nn.init.normal_(p, std=0.3)
     agent.obs_rms.update(torch.randn(1000, 11) * 5 + 2)

@@ -100,13 +100,13 @@ def test_truncation_bootstraps_but_termination_does_not():
 def test_make_batch_bootstraps_from_the_value_of_each_reached_observation():
     """make_batch evaluates V only on final observations it has not seen as the next step's
     observation; the result must equal GAE with V(final_obs) computed for every step."""
-    from stridelab.models import Agent
+    from stridelab.models import ActorCritic
     from stridelab.rollout import RolloutStorage, make_batch
 
     T, N, OBS, ACT, gamma, lam = 10, 6, 4, 2, 0.97, 0.9
     g = torch.Generator().manual_seed(2)
     torch.manual_seed(2)
-    agent = Agent(OBS, ACT).double()
+    agent = ActorCritic(OBS, ACT).double()
     st = RolloutStorage(T, N, OBS, ACT, torch.device("cpu"))
     for name in ("obs", "final_obs", "actions", "rewards", "ep_returns"):
         setattr(st, name, getattr(st, name).double())

@@ -12,7 +12,7 @@ import torch
 
 from stridelab.config import build_config
 from stridelab.evaluate import evaluate_agent, load_agent
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
 from stridelab.report import read_scalars
 from stridelab.train import train
 
@@ -32,7 +32,7 @@ def small_config(algo, run_dir):
 @pytest.fixture(scope="module")
 def untrained_return():
     cfg = small_config("ppo", "unused")
-    return float(evaluate_agent(Agent(4, 1), cfg, 8).mean())
+    return float(evaluate_agent(ActorCritic(4, 1), cfg, 8).mean())
 
 
 @pytest.mark.parametrize("algo", ["ppo", "trpo"])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from stridelab.models import Agent, GaussianPolicy, RunningMeanStd
+from stridelab.models import ActorCritic, GaussianPolicy, RunningMeanStd
 
 
 def test_normalizer_matches_numpy_on_a_stream():
@@ -37,11 +37,11 @@ def test_policy_bounds_mean_and_std():
 
 
 def test_agent_maps_actions_into_env_range_and_state_dict_carries_normalizer():
-    agent = Agent(3, 2, action_low=[-0.4, 0.0], action_high=[0.4, 2.0])
+    agent = ActorCritic(3, 2, action_low=[-0.4, 0.0], action_high=[0.4, 2.0])
     agent.obs_rms.update(torch.randn(50, 3) * 4 + 1)
     action, u = agent.act(torch.randn(1000, 3), deterministic=False)
     assert (action[:, 0].abs() <= 0.4 + 1e-6).all() and (action[:, 1] >= 0).all() and (action[:, 1] <= 2).all()
-    other = Agent(3, 2)
+    other = ActorCritic(3, 2)
     other.load_state_dict(agent.state_dict())
     torch.testing.assert_close(other.obs_rms.mean, agent.obs_rms.mean)
     torch.testing.assert_close(other.action_high, agent.action_high)
@@ -49,6 +49,6 @@ def test_agent_maps_actions_into_env_range_and_state_dict_carries_normalizer():
 
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_act_shapes(deterministic):
-    agent = Agent(5, 3)
+    agent = ActorCritic(5, 3)
     a, u = agent.act(torch.randn(7, 5), deterministic=deterministic)
     assert a.shape == u.shape == (7, 3)

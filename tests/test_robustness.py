@@ -8,13 +8,17 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import pytest
 import torch
 
-import stridelab.train as train_mod
+from stridelab.algos import get, register, unregister
 from stridelab.checkpoint import CheckpointError, all_finite, atomic_torch_save, load_checkpoint
 from stridelab.config import build_config
+from stridelab.envs import make_env
 from stridelab.report import read_scalars
+from stridelab.train import NonFiniteError, train
 from tests.test_cli import SMALL, stridelab
 
 TINY = {"env": "InvertedPendulum-v5", "num_envs": 4, "num_steps": 64, "num_minibatches": 4, "update_epochs": 2,
@@ -55,39 +59,54 @@ def all_checkpoints_finite(run_dir):
         assert all_finite([state["agent"], state["algo"]]), f
 
 
-def test_nan_observations_skip_the_update_and_training_goes_on(tmp_path, monkeypatch):
-    real = train_mod.make_env
-    monkeypatch.setattr(train_mod, "make_env", lambda *a, **k: NaNObs(real(*a, **k), start=130, count=3))
+def test_nan_observations_skip_the_update_and_training_goes_on(tmp_path):
     cfg = tiny(tmp_path)
+    env = NaNObs(make_env(cfg.env, cfg.num_envs), start=130, count=3)
     with pytest.warns(RuntimeWarning, match="NaN or infinity in an observation or reward"):
-        summary = train_mod.train(cfg)
+        summary = train(cfg, env=env)
+    env.close()
     assert summary["global_step"] == 2048
     all_checkpoints_finite(tmp_path / "ppo")
+
+
+@pytest.fixture
+def poisoned():
+    """Registers ``poisoned-<algo>``: the algorithm whose value net comes out NaN from its
+    third update on."""
+    names = []
+
+    def make(base: str) -> str:
+        calls = []
+
+        class Poisoned(get(base).cls):
+            def update_value(self, batch):
+                metrics = super().update_value(batch)
+                calls.append(1)
+                if len(calls) >= 3:
+                    with torch.no_grad():
+                        next(self.agent.value.parameters()).fill_(float("nan"))
+                return metrics
+
+        names.append(f"poisoned-{base}")
+        register(names[-1], preset=base)(Poisoned)
+        return names[-1]
+
+    yield make
+    for name in names:
+        unregister(name)
 
 
 # On Brax the next rollout starts during the update (while the critic learns): an update that is
 # rolled back drops that rollout, collected by the policy being undone, and restarts the envs.
 @pytest.mark.parametrize("algo,brax", [("ppo", False), ("trpo", False), ("ppo", True)])
-def test_updates_that_poison_the_weights_are_rolled_back_then_training_stops(tmp_path, monkeypatch, algo, brax):
+def test_updates_that_poison_the_weights_are_rolled_back_then_training_stops(tmp_path, poisoned, algo, brax):
     extra = {"env": "ant", "num_envs": 32, "num_steps": 16, "total_steps": 512 * 6} if brax else {}
-    cls = train_mod.make_algo(train_mod.Agent(4, 1), tiny(tmp_path, algo)).__class__
-    real_update = cls.update
-    calls = []
-
-    def poisoned(self, batch, *a, **k):
-        metrics = real_update(self, batch, *a, **k)
-        calls.append(1)
-        if len(calls) >= 3:  # from the third update on, the weights come out NaN
-            with torch.no_grad():
-                next(self.agent.value.parameters()).fill_(float("nan"))
-        return metrics
-
-    monkeypatch.setattr(cls, "update", poisoned)
+    cfg = tiny(tmp_path, poisoned(algo), max_nonfinite=3, **extra)
     with pytest.warns(RuntimeWarning, match="update skipped"):
-        with pytest.raises(train_mod.NonFiniteError, match="3 updates in a row"):
-            train_mod.train(tiny(tmp_path, algo, max_nonfinite=3, **extra))
-    all_checkpoints_finite(tmp_path / algo)
-    last = load_checkpoint(tmp_path / algo / "checkpoints" / "last.ckpt")
+        with pytest.raises(NonFiniteError, match="3 updates in a row"):
+            train(cfg)
+    all_checkpoints_finite(Path(cfg.run_dir))
+    last = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.ckpt")
     assert last["iteration"] == 4  # 2 good updates, then 2 rolled back and checkpointed, the 3rd stops
 
 
@@ -111,7 +130,7 @@ def test_same_seed_same_metrics(tmp_path, algo, env):
     runs = []
     for i in range(2):
         cfg = tiny(tmp_path / str(i), algo, env=env, total_steps=1536, eval_episodes=2, eval_every=1024, **extra)
-        train_mod.train(cfg)
+        train(cfg)
         runs.append(_scalars_without_timing(cfg.run_dir))
     assert runs[0] == runs[1]
     assert len(runs[0]["losses/value_loss"]) == cfg.num_iterations >= 3
@@ -217,12 +236,13 @@ def test_a_resume_gives_each_data_parallel_process_its_own_generator_again():
     import numpy as np
 
     from stridelab.distributed import Comm
+    from stridelab.runner import restore_rng_state, rng_state
 
     torch.manual_seed(5)
-    saved = train_mod._rng_state()  # rank 0's generators, as a checkpoint holds them
+    saved = rng_state()  # rank 0's generators, as a checkpoint holds them
 
     def draws(comm):
-        train_mod._restore_rng_state(saved, comm)
+        restore_rng_state(saved, comm)
         return torch.rand(3).tolist(), float(np.random.rand()), random.random()
 
     single = draws(Comm())

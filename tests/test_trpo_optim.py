@@ -154,10 +154,33 @@ def test_step_respects_the_trust_region_and_never_increases_the_loss(seed, dtype
         loss_after, kl_after = closure()
     assert kl_after.item() <= max_kl + 1e-6
     assert loss_after.item() <= loss_before.item()
-    assert info["accepted"] in (0.0, 1.0)
-    if info["accepted"]:
-        assert loss_after.item() < loss_before.item()
-        assert info["kl"] == pytest.approx(kl_after.item(), rel=1e-4, abs=1e-7)
+    # From the old policy a small enough step along the natural gradient always improves.
+    assert info["accepted"] == 1.0 and 0 <= info["backtracks"] < 10
+    assert loss_after.item() < loss_before.item()
+    assert info["kl"] == pytest.approx(kl_after.item(), rel=1e-4, abs=1e-7)
+    assert info["loss_after"] == pytest.approx(loss_after.item(), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("case", ["zero advantages", "a loss the step makes worse"])
+def test_a_step_that_cannot_improve_is_refused_and_the_weights_stay(case):
+    policy, obs, mean_old, std_old, actions, adv = _tiny_problem(0, torch.float64, obs_dim=4, act_dim=3, batch=64)
+    if case == "zero advantages":  # no gradient: no direction to go
+        adv = torch.zeros_like(adv)
+    logp_old = gaussian_log_prob(mean_old, std_old, actions)
+
+    def closure():
+        mean, std = policy(obs)
+        loss = -(torch.exp(gaussian_log_prob(mean, std, actions) - logp_old) * adv).mean()
+        kl = gaussian_kl(mean_old, std_old, mean, std).mean()
+        # A penalty flat at the old policy (no gradient there) that any step of KL ~ max_kl outweighs.
+        return loss + (1e4 * kl if case != "zero advantages" else 0.0), kl
+
+    before = [p.detach().clone() for p in policy.parameters()]
+    info = TRPO(policy.parameters(), max_kl=0.01, max_backtracks=1 if case != "zero advantages" else 10).step(closure)
+    assert info["accepted"] == 0.0 and info["kl"] == 0.0 and info["step_norm"] == 0.0
+    assert info["loss_after"] == info["loss_before"]
+    for p, b in zip(policy.parameters(), before):
+        assert torch.equal(p, b)
 
 
 def test_works_on_a_plain_list_of_tensors_and_rejects_bad_settings():

@@ -1,26 +1,27 @@
-"""The updates run as the policy's steps, then ``between()`` (where training starts the next
-rollout), then the value net's: PPO against the joint-loss update of CleanRL and SB3 written out
-here step by step, TRPO against itself without ``between``."""
+"""The updates run as the policy's steps (``update_policy``), then the value net's
+(``update_value``; the runner starts the next rollout in between): PPO against the joint-loss
+update of CleanRL and SB3 written out here step by step, TRPO against itself with a draw from
+torch's generator in between (as the next rollout's seed is)."""
 
 import pytest
 import torch
 
-from stridelab.algos.ppo import PPO
-from stridelab.algos.trpo import TRPOAgent
+from stridelab.algos.ppo import PPOAlgorithm
+from stridelab.algos.trpo import TRPOAlgorithm
 from stridelab.config import build_config
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
 from stridelab.ops import gaussian_log_prob
 from stridelab.rollout import Batch
 
 OBS, ACT, B = 6, 3, 256
 
 
-def _agent() -> Agent:
+def _agent() -> ActorCritic:
     torch.manual_seed(3)
-    return Agent(OBS, ACT, init_std=0.5).double()
+    return ActorCritic(OBS, ACT, init_std=0.5).double()
 
 
-def _batch(agent: Agent) -> Batch:
+def _batch(agent: ActorCritic) -> Batch:
     g = torch.Generator().manual_seed(4)
     obs = torch.randn(B, OBS, generator=g, dtype=torch.float64) * 2 + 0.5
     agent.obs_rms.update(obs)
@@ -32,7 +33,7 @@ def _batch(agent: Agent) -> Batch:
     return Batch(obs, actions, gaussian_log_prob(mean, std, actions), mean, std, values, adv, values + adv)
 
 
-def _joint_reference(agent: Agent, cfg, batch: Batch, generator: torch.Generator) -> int:
+def _joint_reference(agent: ActorCritic, cfg, batch: Batch, generator: torch.Generator) -> int:
     """One Adam on ``pg - c_ent * H + c_v * V`` per minibatch, each network's gradient clipped
     on its own; stops every network at the minibatch where approx KL passes target_kl."""
     opt = torch.optim.Adam(list(agent.policy.parameters()) + list(agent.value.parameters()),
@@ -78,12 +79,12 @@ def test_two_pass_update_equals_the_joint_loss_update(target_kl):
     policy0, value0 = _flat(agent.policy), _flat(agent.value)
 
     ref_steps = _joint_reference(ref_agent, cfg, batch, torch.Generator().manual_seed(9))
-    seen = []
-
-    def between():  # the policy is done and the value net untouched when the next rollout starts
-        seen.append((_flat(agent.policy).clone(), _flat(agent.value).clone()))
-
-    metrics = PPO(agent, cfg).update(batch, generator=torch.Generator().manual_seed(9), between=between)
+    algo = PPOAlgorithm(agent, cfg)
+    algo.generator = torch.Generator().manual_seed(9)
+    metrics = algo.update_policy(batch)
+    # the policy is done and the value net untouched when the next rollout may start
+    policy_between, value_between = _flat(agent.policy).clone(), _flat(agent.value).clone()
+    metrics.update(algo.update_value(batch))
 
     if target_kl is None:
         assert ref_steps == 12
@@ -92,34 +93,31 @@ def test_two_pass_update_equals_the_joint_loss_update(target_kl):
     assert metrics["losses/num_minibatch_updates"] == ref_steps
     torch.testing.assert_close(_flat(agent.policy), _flat(ref_agent.policy), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(_flat(agent.value), _flat(ref_agent.value), rtol=1e-10, atol=1e-12)
-    assert len(seen) == 1
-    torch.testing.assert_close(seen[0][0], _flat(agent.policy), rtol=0, atol=0)
-    torch.testing.assert_close(seen[0][1], value0, rtol=0, atol=0)
+    torch.testing.assert_close(policy_between, _flat(agent.policy), rtol=0, atol=0)
+    torch.testing.assert_close(value_between, value0, rtol=0, atol=0)
     assert (_flat(agent.policy) - policy0).abs().max() > 1e-3 and (_flat(agent.value) - value0).abs().max() > 1e-3
 
 
-def test_trpo_calls_between_after_the_policy_step_and_changes_nothing():
+def test_trpo_draws_the_critics_minibatches_before_the_next_rollout_may_start():
     cfg = build_config({"algo": "trpo", "env": "ant", "vf_epochs": 2, "vf_minibatches": 4, "fisher_fraction": 0.5,
                         "max_kl": 0.02})
     results = []
-    for with_between in (False, True):
+    for draw_between in (False, True):
         agent = _agent()
         batch = _batch(agent)
         value0 = _flat(agent.value)
-        seen = []
-
-        def between():
-            seen.append((_flat(agent.policy).clone(), _flat(agent.value).clone()))
-            torch.rand(5)  # the next rollout's seed comes from the same generator
-
         torch.manual_seed(11)
-        TRPOAgent(agent, cfg).update(batch, between=between if with_between else None)
+        algo = TRPOAlgorithm(agent, cfg)
+        metrics = algo.update_policy(batch)
+        policy_between, value_between = _flat(agent.policy).clone(), _flat(agent.value).clone()
+        if draw_between:
+            torch.rand(5)  # the next rollout's seed comes from the same generator
+        metrics.update(algo.update_value(batch))
+        torch.testing.assert_close(policy_between, _flat(agent.policy), rtol=0, atol=0)
+        torch.testing.assert_close(value_between, value0, rtol=0, atol=0)
+        assert metrics["trpo/accepted"] == 1.0
         results.append((_flat(agent.policy), _flat(agent.value)))
-        if with_between:
-            assert len(seen) == 1
-            torch.testing.assert_close(seen[0][0], _flat(agent.policy), rtol=0, atol=0)
-            torch.testing.assert_close(seen[0][1], value0, rtol=0, atol=0)
     (p0, v0), (p1, v1) = results
     torch.testing.assert_close(p1, p0, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(v1, v0, rtol=1e-10, atol=1e-12)  # the critic's minibatches drawn before between
+    torch.testing.assert_close(v1, v0, rtol=1e-10, atol=1e-12)  # the critic's minibatches drawn before
     assert (v1 - value0).abs().max() > 1e-4

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from stridelab.config import TrainConfig
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
 from stridelab.render import make_video
 
 STEPS = 12
@@ -13,7 +13,7 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def agent_and_cfg():
-    return Agent(27, 8, init_std=0.3), TrainConfig(env="ant", seed=0)
+    return ActorCritic(27, 8, init_std=0.3), TrainConfig(env="ant", seed=0)
 
 
 def test_mp4_decodes_with_one_frame_per_step_and_plays_at_real_time(agent_and_cfg, tmp_path):
