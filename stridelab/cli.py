@@ -80,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
 
-    p_export = sub.add_parser("export", help="export the policy as TorchScript",
-                              description="Write the deterministic policy (normalizer included) as a TorchScript "
-                                          "program: float32 observations [B, obs_dim] in, actions [B, act_dim] out.")
+    p_export = sub.add_parser("export", help="export the policy as ONNX or torch.export (.pt2)",
+                              description="Write the deterministic policy (normalizer and action range included) "
+                                          "as one file: observations float32 [B, obs_dim] in, actions [B, act_dim] "
+                                          "out. The format goes by --out's suffix: .onnx (ONNX Runtime), .pt2 "
+                                          "(torch.export), .pt (TorchScript, kept for old users).")
     p_export.add_argument("run_dir", metavar="RUN_DIR")
-    p_export.add_argument("--out", default=None, help="output file (default RUN_DIR/policy.pt)")
+    p_export.add_argument("--out", default=None,
+                          help="policy.onnx, policy.pt2 or policy.pt (default RUN_DIR/policy.onnx)")
 
     p_video = sub.add_parser("video", help="render the policy walking (MP4, GIF or Brax HTML viewer)",
                              description="Record one episode of the deterministic policy and render it headless.")
@@ -196,12 +199,26 @@ def _format_config(cfg: TrainConfig, width: int = 100) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from stridelab.evaluate import load_agent
-    from stridelab.export import export_policy
+    from stridelab.export import FORMATS, export_policy
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / "policy.onnx"
+    if out.suffix not in FORMATS:
+        raise ConfigError(f"--out {str(out)!r}: unknown export format; use a name ending in {', '.join(FORMATS)}")
     agent, cfg, state = load_agent(Path(args.run_dir))
-    out = export_policy(agent, Path(args.out) if args.out else Path(args.run_dir) / "policy.pt")
+    if out.suffix == ".pt":
+        print("note: TorchScript (.pt) is deprecated by torch; .onnx and .pt2 are the supported formats",
+              file=sys.stderr)
+    import warnings
+
+    with warnings.catch_warnings():  # the note above says it; torch's and our warning would repeat it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out = export_policy(agent, out)
     print(f"exported {cfg.algo} policy for {cfg.env} ({state['global_step']:,} steps) to {out}")
-    print(f"use: torch.jit.load({str(out)!r})(obs)  # obs float32 [B, {agent.obs_dim}] -> actions [B, {agent.act_dim}]")
+    shape = f"obs float32 [B, {agent.obs_dim}] -> action [B, {agent.act_dim}]"
+    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs}})[0]  # {shape}",
+             ".pt2": f"torch.export.load({str(out)!r}).module()(obs)  # {shape}",
+             ".pt": f"torch.jit.load({str(out)!r})(obs)  # {shape} (float64 accepted too)"}
+    print(f"use: {usage[out.suffix]}")
     return 0
 
 

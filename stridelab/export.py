@@ -1,50 +1,167 @@
-"""Export a trained policy as a TorchScript program: raw observations in, env actions out.
+"""Export a trained policy as one file: raw observations in, env actions out.
 
-The program carries the observation normalizer and the action range, so it needs plain torch
-only::
+Every format carries the observation normalizer and the action mapping, so running it needs
+neither stridelab nor the run directory. The format goes by the file's suffix:
 
-    policy = torch.jit.load("policy.pt")
-    actions = policy(obs)          # obs: float32 [B, obs_dim] -> actions: float32 [B, act_dim]
+- ``.onnx`` (the documented path): ONNX opset 18, input ``obs`` float32 ``[batch, obs_dim]``
+  (any batch size), output ``action`` float32 ``[batch, act_dim]``; runs on ONNX Runtime::
+
+      session = onnxruntime.InferenceSession("policy.onnx")
+      action = session.run(None, {"obs": obs.astype(np.float32)})[0]
+
+- ``.pt2``: a ``torch.export`` program with a dynamic batch dimension::
+
+      policy = torch.export.load("policy.pt2").module()
+      action = policy(torch.as_tensor(obs, dtype=torch.float32))
+
+- ``.pt``: TorchScript, kept so old users' files and scripts go on working; torch 2.13 deprecates
+  TorchScript, so it is no longer the documented way.
+
+Input contract (tested in tests/test_export.py): ONNX and ``.pt2`` are graphs whose input type is
+fixed, float32; any other dtype, a wrong width or rank is refused by the runtime with a message
+naming the expected type or size. TorchScript checks at run time: float32 and float64 are
+accepted, anything else is refused with a message naming ``[B, obs_dim]``. An observation row
+holding a NaN gives a row of NaN actions (every component, every format); +-inf are clipped by
+the normalizer like any other out-of-range value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
+
+FORMATS = (".onnx", ".pt2", ".pt")
+ONNX_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "obs", "action"
 
 
 class DeterministicPolicy(nn.Module):
-    """``clip(mean(normalize(obs)))`` mapped onto the action box, in float32."""
+    """``clip(mean(normalize(obs)))`` mapped onto the action box, in float32.
 
-    def __init__(self, agent: Agent) -> None:
+    A row of ``obs`` holding a NaN gives a row of NaN actions. torch and ONNX Runtime carry NaN
+    through clamp/Clip and ReLU today, but neither op promises it (a max-style ReLU may return 0
+    for NaN, making a finite, meaningless action); the explicit ``where`` makes NaN in, NaN out
+    part of the exported file itself.
+    """
+
+    def __init__(self, agent: ActorCritic) -> None:
         super().__init__()
         rms = agent.obs_rms
         self.register_buffer("obs_mean", rms.mean.detach().float().clone())
         self.register_buffer("obs_std", torch.sqrt(rms.var + rms.epsilon).detach().float().clone())
         self.clip = float(rms.clip)
-        self.trunk = copy.deepcopy(agent.policy.trunk).float()
-        self.mu = copy.deepcopy(agent.policy.mu).float()
+        self.policy = copy.deepcopy(agent.policy).float()  # the one policy definition, its mean alone
         self.register_buffer("action_low", agent.action_low.detach().float().clone())
         self.register_buffer("action_high", agent.action_high.detach().float().clone())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = ((obs - self.obs_mean) / self.obs_std).clamp(-self.clip, self.clip)
-        u = torch.tanh(self.mu(self.trunk(x)))
-        return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+        u = self.policy.mean(x)
+        action = self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return torch.where(obs.isnan().any(dim=-1, keepdim=True), torch.nan, action)
 
 
-def export_policy(agent: Agent, path: Path) -> Path:
-    """Write the deterministic policy as TorchScript to ``path``; returns the path."""
-    module = DeterministicPolicy(agent.cpu()).eval()
-    scripted = torch.jit.script(module)
+class CheckedPolicy(nn.Module):
+    """:class:`DeterministicPolicy` behind an input check naming the expected ``[B, obs_dim]``.
+
+    Under TorchScript the checks run at every call. Under ``torch.export`` the dtype and rank
+    are fixed by the example input, so the Python checks only run while tracing; the program
+    then refuses other dtypes through the dtype assertion ``torch.export`` records for
+    ``obs.to(float32)``, and other shapes through its input guards.
+    """
+
+    def __init__(self, agent: ActorCritic) -> None:
+        super().__init__()
+        self.obs_dim = int(agent.obs_dim)
+        self.policy = DeterministicPolicy(agent)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dtype != torch.float32 and obs.dtype != torch.float64:
+            # (TorchScript prints a dtype as a number, so the message names the allowed ones.)
+            raise ValueError("obs must be float32 or float64 of shape [B, {}], got another dtype; "
+                             "cast it with obs.float()".format(self.obs_dim))
+        if obs.dim() != 2 or obs.size(1) != self.obs_dim:
+            raise ValueError("obs must have shape [B, {}] (B observations of obs_dim={}), got {}".format(
+                self.obs_dim, self.obs_dim, list(obs.shape)))
+        return self.policy(obs.to(torch.float32))
+
+
+def export_policy(agent: ActorCritic, path: Path) -> Path:
+    """Write the deterministic policy to ``path`` in the format its suffix names (see
+    :data:`FORMATS`), atomically (a temporary file renamed into place); returns the path."""
     path = Path(path)
+    writers: dict[str, Callable[[nn.Module, int, Path], None]] = {
+        ".onnx": _write_onnx, ".pt2": _write_pt2, ".pt": _write_torchscript}
+    if path.suffix not in writers:
+        raise ValueError(f"unknown export format {path.suffix or path.name!r}; "
+                         f"use a file name ending in {', '.join(FORMATS)}")
+    if path.suffix == ".pt":
+        warnings.warn("TorchScript export (.pt) is kept for old users: torch deprecates TorchScript; "
+                      "export .onnx or .pt2 instead", DeprecationWarning, stacklevel=2)
+    module = CheckedPolicy(copy.deepcopy(agent).cpu()).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    scripted.save(str(tmp))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        writers[path.suffix](module, agent.obs_dim, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _example(obs_dim: int) -> tuple[torch.Tensor]:
+    # Batch 2, not 1: torch.export specializes a dimension of size 0 or 1 to a constant.
+    return (torch.zeros(2, obs_dim),)
+
+
+def _batch_dim() -> dict[str, dict[int, torch.export.Dim]]:
+    return {"obs": {0: torch.export.Dim("batch", min=1)}}
+
+
+def _write_pt2(module: nn.Module, obs_dim: int, path: Path) -> None:
+    program = torch.export.export(module, _example(obs_dim), dynamic_shapes=_batch_dim())
+    torch.export.save(program, path)
+
+
+def _write_onnx(module: nn.Module, obs_dim: int, path: Path) -> None:
+    """torch.onnx's dynamo exporter (torch.export, then onnxscript), checked with onnx.checker."""
+    import onnx
+
+    with warnings.catch_warnings(), _quiet_onnx_registry():
+        # torch 2.13's exporter deep-copies its exported program, and copying a pytree spec
+        # constructs a LeafSpec, which torch itself deprecates: a warning about torch's own
+        # internals that nothing on our side can act on.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
+        program = torch.onnx.export(module, _example(obs_dim), None, dynamo=True, opset_version=ONNX_OPSET,
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    dynamic_shapes=_batch_dim(), verbose=False)
+    program.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+@contextlib.contextmanager
+def _quiet_onnx_registry() -> Iterator[None]:
+    """Silence the exporter's log lines about torchvision's operators (``torchvision is not
+    installed. Skipping torchvision::nms``): stridelab has no use for torchvision."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _write_torchscript(module: nn.Module, obs_dim: int, path: Path) -> None:
+    """TorchScript for old users; torch 2.13 warns (DeprecationWarning) that it is deprecated."""
+    torch.jit.script(module).save(str(path))

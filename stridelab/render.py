@@ -7,7 +7,12 @@ MuJoCo is first imported, see :mod:`stridelab`).
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import math
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 
 from stridelab.config import TrainConfig
-from stridelab.models import Agent
+from stridelab.models import ActorCritic
 
 FORMATS = (".mp4", ".gif", ".html")
 
@@ -37,7 +42,7 @@ class Trajectory:
 
 
 @torch.no_grad()
-def record_episode(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int = 0, deterministic: bool = True,
+def record_episode(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: int = 0, deterministic: bool = True,
                    width: int = 320, height: int = 240) -> Trajectory:
     """Run one episode (at most ``max_steps`` steps) of the policy and keep every physics state
     (Brax) or rendered frame (Gymnasium, ``width`` x ``height``)."""
@@ -66,7 +71,7 @@ def record_episode(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int = 0
     return Trajectory(states, total, env.spec.dt, sys)
 
 
-def _record_gymnasium(agent: Agent, cfg: TrainConfig, max_steps: int, seed: int, deterministic: bool,
+def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: int, deterministic: bool,
                       width: int, height: int) -> Trajectory:
     """The task's own MuJoCo camera (it follows the robot), rendered at every step."""
     from stridelab.envs.gymnasium import GymnasiumVecEnv
@@ -144,18 +149,85 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
 
 
 def write_html(traj: Trajectory, path: Path) -> Path:
-    """Brax's interactive three.js viewer, one self-contained page."""
-    from brax.io import html
-
+    """Brax's interactive three.js viewer as one self-contained page that works offline."""
     if traj.sys is None:
         raise ValueError("the HTML viewer is Brax's and shows Brax tasks only; write .mp4 or .gif for this task")
+    from brax.io import json as brax_json
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html.render(traj.sys, traj.states))
+    path.write_text(viewer_page(brax_json.dumps(traj.sys, traj.states)), encoding="utf-8")
     return path
 
 
-def make_video(agent: Agent, cfg: TrainConfig, out: Path, max_steps: int = 300, seed: int = 0,
+# Brax's viewer modules, shipped in its wheel; viewer.js imports the other three.
+_BRAX_MODULES = ("viewer.js", "animator.js", "selector.js", "system.js")
+_IMPORT = re.compile(r"""\b(?:import|from)\s*['"]([^'"]+)['"]""")
+
+
+def viewer_page(system_json: str, title: str = "stridelab: Brax viewer") -> str:
+    """The HTML page for Brax's system JSON (``brax.io.json.dumps(sys, states)``), with Brax's
+    viewer, three.js, lil-gui and pako inlined (see stridelab/render_assets/README.md).
+
+    Brax's own page (``brax.io.html``) loads these from public CDNs and stays blank offline.
+    """
+    from importlib import resources
+
+    assets = resources.files("stridelab") / "render_assets"
+    modules = {name: _pack(source) for name, source in _viewer_modules(assets).items()}
+    fill = {"__TITLE__": html.escape(title), "__PAKO__": (assets / "pako_inflate.min.js").read_text(),
+            "__SYSTEM__": _pack(system_json), "__MODULES__": json.dumps(modules, indent=0)}
+    return re.sub("|".join(fill), lambda m: fill[m.group(0)], (assets / "viewer.html").read_text())
+
+
+def _viewer_modules(assets: Any) -> dict[str, str]:
+    """Import-map specifier -> ES module source, every import of every module among the keys.
+
+    Brax's modules import their siblings by relative path (``'./system.js'``), which a ``blob:``
+    URL cannot resolve, so those imports are renamed to bare specifiers (``'brax-viewer/system.js'``).
+    """
+    from importlib import resources
+
+    modules = {"three": (assets / "three.module.js").read_text(),
+               "three/addons/controls/OrbitControls.js": (assets / "OrbitControls.js").read_text(),
+               "lilgui": (assets / "lil-gui.esm.min.js").read_text()}
+    brax_js = resources.files("brax") / "visualizer" / "js"
+    for name in _BRAX_MODULES:
+        source = re.sub(r"""from\s*(['"])\./([\w-]+\.js)\1""", r"from 'brax-viewer/\2'",
+                        (brax_js / name).read_text())
+        modules["viewer" if name == "viewer.js" else f"brax-viewer/{name}"] = source
+    for name, source in modules.items():  # a Brax release with another import fails here, not blank
+        missing = set(_IMPORT.findall(source)) - modules.keys()
+        if missing:
+            raise RuntimeError(f"the viewer module {name!r} imports {sorted(missing)}, which stridelab does not bundle")
+    return modules
+
+
+def _pack(text: str) -> str:
+    """zlib-compressed, base64-encoded text (the page inflates it with pako)."""
+    return base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+
+
+@dataclass
+class InlineViewer:
+    """A viewer page shown inline in a Jupyter notebook (``_repr_html_``: an iframe whose
+    ``srcdoc`` holds the whole page), so it needs neither IPython here nor a file server."""
+
+    page: str
+    height: int = 480
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" '
+                f'style="width: 100%; height: {int(self.height)}px; border: 0"></iframe>')
+
+
+def show_html(path: Path, height: int = 480) -> InlineViewer:
+    """Show a page written by ``stridelab video RUN --out walk.html`` in a notebook: make this the
+    last expression of a cell (or pass it to ``IPython.display.display``)."""
+    return InlineViewer(Path(path).read_text(encoding="utf-8"), height)
+
+
+def make_video(agent: ActorCritic, cfg: TrainConfig, out: Path, max_steps: int = 300, seed: int = 0,
                width: int = 320, height: int = 240, deterministic: bool = True) -> tuple[Path, Trajectory, int]:
     """Record an episode and write it to ``out`` (.mp4, .gif or .html); returns the frame count."""
     out = Path(out)

@@ -1,27 +1,204 @@
-import subprocess
-import sys
+"""Exported policies (ONNX, torch.export, TorchScript) against the run's own deterministic policy.
 
+One tiny real run (Hopper-v5, 1,024 PPO steps) gives a checkpoint with real normalizer statistics;
+observations come from the task itself. The exported files are run the way a user outside
+stridelab runs them: onnxruntime, ``torch.export.load(...).module()``, ``torch.jit.load``.
+"""
+
+import json
+import re
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
 import torch
 
+from stridelab.cli import main
+from stridelab.envs import make_env
+from stridelab.evaluate import load_agent
 from stridelab.export import export_policy
-from stridelab.models import ActorCritic
+from tests.test_cli import stridelab
+
+OBS_DIM, ACT_DIM = 11, 3  # Hopper-v5
 
 
-def test_exported_program_matches_in_process_deterministic_actions(tmp_path):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("export") / "ppo"
+    proc = stridelab("train", "--env", "Hopper-v5", "--algo", "ppo", "--total-steps", "1024", "--num-envs", "4",
+                     "--num-steps", "128", "--eval-episodes", "0", "--no-progress", "--seed", "2",
+                     "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def agent(run):
+    """The run's agent (its real normalizer), with policy weights drawn wide and an asymmetric
+    action box: after 1,024 steps the mean head is still near its small initialisation, whose
+    actions sit at the box centre and would hardly test the network or the action mapping."""
+    agent, _, _ = load_agent(run)
     torch.manual_seed(0)
-    agent = ActorCritic(11, 3, action_low=[-0.4, -1.0, 0.0], action_high=[0.4, 1.0, 2.0])
-    for p in agent.policy.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    agent.obs_rms.update(torch.randn(1000, 11) * 5 + 2)
-    path = export_policy(agent, tmp_path / "policy.pt")
-    obs = torch.randn(64, 11) * 6 + 2
-    expected, _ = agent.act(obs, deterministic=True)
-    # Loaded in a fresh interpreter that never imports stridelab.
-    torch.save(obs, tmp_path / "obs.pt")
-    code = (f"import torch; p = torch.jit.load({str(path)!r}); "
-            f"torch.save(p(torch.load({str(tmp_path / 'obs.pt')!r})), {str(tmp_path / 'out.pt')!r})")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
-    actions = torch.load(tmp_path / "out.pt")
-    assert actions.shape == (64, 3) and actions.dtype == torch.float32
-    torch.testing.assert_close(actions, expected, rtol=1e-5, atol=1e-5)
-    assert (actions[:, 0].abs() <= 0.4).all() and (actions[:, 2] >= 0).all()
+    for layer in [*agent.policy.trunk, agent.policy.mu]:
+        if isinstance(layer, torch.nn.Linear):  # scaled so the tanh spreads the actions, not saturates
+            torch.nn.init.normal_(layer.weight, std=1.0 / layer.in_features ** 0.5)
+            torch.nn.init.zeros_(layer.bias)
+    agent.action_low.copy_(torch.tensor([-0.4, -1.0, 0.0]))
+    agent.action_high.copy_(torch.tensor([0.4, 1.0, 2.0]))
+    return agent
+
+
+@pytest.fixture(scope="module")
+def real_obs(agent):
+    """300 observations [300, 11] float32 from Hopper-v5 episodes of the agent's sampled actions."""
+    env = make_env("Hopper-v5", 6)
+    try:
+        obs, seen = env.reset(7), []
+        for _ in range(50):
+            seen.append(obs)
+            action, _ = agent.act(obs)
+            obs = env.step(action).obs
+    finally:
+        env.close()
+    obs = torch.cat(seen)
+    assert obs.shape == (300, OBS_DIM) and obs.dtype == torch.float32 and obs.std(0).min() > 0
+    return obs
+
+
+@pytest.fixture(scope="module")
+def exported(agent, tmp_path_factory):
+    """``{suffix: callable(obs tensor) -> actions tensor}`` for the three formats, loaded as a
+    user would; exporting ONNX and .pt2 raises on any warning (ours or a library's we did not
+    name), TorchScript warns that it is deprecated, ours and torch's."""
+    out = tmp_path_factory.mktemp("policies")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        onnx_path = export_policy(agent, out / "policy.onnx")
+        pt2_path = export_policy(agent, out / "policy.pt2")
+    with pytest.warns(DeprecationWarning, match="TorchScript export") as record:
+        pt_path = export_policy(agent, out / "policy.pt")
+    assert any("torch.jit" in str(w.message) for w in record)  # torch's own deprecation, seen too
+    assert sorted(p.name for p in out.iterdir()) == ["policy.onnx", "policy.pt", "policy.pt2"]  # no temp files
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    pt2 = torch.export.load(pt2_path).module()
+    with pytest.deprecated_call(match="torch.jit.load"):
+        scripted = torch.jit.load(str(pt_path))
+    return {
+        ".onnx": lambda obs: torch.from_numpy(session.run(None, {"obs": obs.numpy()})[0]),
+        ".pt2": lambda obs: pt2(obs),
+        ".pt": lambda obs: scripted(obs),
+        "session": session, "onnx_path": onnx_path,
+    }
+
+
+def test_onnx_file_is_one_graph_with_a_dynamic_batch_and_opset_18(exported):
+    model = onnx.load(str(exported["onnx_path"]))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    assert [i.name for i in model.graph.input] == ["obs"] and [o.name for o in model.graph.output] == ["action"]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value and dims[1].dim_value == OBS_DIM
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+@torch.no_grad()
+def test_every_format_gives_the_agents_actions_for_every_batch_size(agent, real_obs, exported):
+    expected_all, _ = agent.act(real_obs, deterministic=True)
+    low, high = agent.action_low, agent.action_high
+    assert (expected_all.std(0) > 0.05 * (high - low)).all()  # actions spread over the box
+    for suffix in (".onnx", ".pt2", ".pt"):
+        worst = 0.0
+        for batch in range(1, 257):
+            actions = exported[suffix](real_obs[:batch])
+            assert actions.shape == (batch, ACT_DIM) and actions.dtype == torch.float32, suffix
+            worst = max(worst, float((actions - expected_all[:batch]).abs().max()))
+        assert worst <= 1e-5, (suffix, worst)
+
+
+@torch.no_grad()
+def test_a_nan_observation_gives_a_nan_action_row_and_inf_is_clipped(agent, real_obs, exported):
+    obs = real_obs[:4].clone()
+    obs[1, 3] = float("nan")
+    obs[2, 0] = float("inf")
+    for suffix in (".onnx", ".pt2", ".pt"):
+        actions = exported[suffix](obs)
+        assert torch.isnan(actions[1]).all(), suffix
+        assert torch.isfinite(actions[[0, 2, 3]]).all(), suffix
+        assert ((actions[2] >= agent.action_low) & (actions[2] <= agent.action_high)).all(), suffix
+        torch.testing.assert_close(actions[[0, 3]], exported[suffix](real_obs[[0, 3]]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad,onnx_says,pt2_says,pt_says", [
+    (torch.zeros(3, OBS_DIM, dtype=torch.float64), "Actual: (tensor(double)) , expected: (tensor(float))",
+     "Expected: Float, Got: double", None),
+    (torch.zeros(3, OBS_DIM, dtype=torch.float16), "Actual: (tensor(float16)) , expected: (tensor(float))",
+     "Expected: Float, Got: c10::Half", "must be float32 or float64 of shape [B, 11]"),
+    (torch.zeros(3, OBS_DIM, dtype=torch.int64), "Actual: (tensor(int64)) , expected: (tensor(float))",
+     "Expected: Float, Got: long int", "must be float32 or float64 of shape [B, 11]"),
+    (torch.zeros(3, OBS_DIM + 1), "index: 1 Got: 12 Expected: 11", "obs.size()[1] == 11",
+     "must have shape [B, 11] (B observations of obs_dim=11), got [3, 12]"),
+    (torch.zeros(OBS_DIM), "Invalid rank for input: obs Got: 1 Expected: 2", "", "got [11]"),
+    (torch.zeros(()), "Invalid rank for input: obs Got: 0 Expected: 2", "", "got []"),
+])
+def test_input_dtype_and_shape_are_checked(exported, real_obs, bad, onnx_says, pt2_says, pt_says):
+    with pytest.raises(Exception) as onnx_error:
+        exported["session"].run(None, {"obs": bad.numpy()})
+    assert onnx_says in str(onnx_error.value)
+    with pytest.raises(Exception) as pt2_error:  # torch.export's own dtype assertion and input guards
+        exported[".pt2"](bad)
+    assert pt2_says in str(pt2_error.value)
+    if pt_says is None:  # TorchScript takes float64 (what Gymnasium returns) and computes in float32
+        torch.testing.assert_close(exported[".pt"](real_obs[:3].double()), exported[".pt"](real_obs[:3]))
+    else:
+        with pytest.raises(torch.jit.Error, match=re.escape(pt_says)):
+            exported[".pt"](bad)
+
+
+def test_unknown_export_format_is_one_line_and_exit_2(run, capsys):
+    assert main(["export", str(run), "--out", str(run / "policy.tflite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"stridelab export: error: --out {str(run / 'policy.tflite')!r}: unknown export format; "
+                   "use a name ending in .onnx, .pt2, .pt"]
+
+
+def test_exported_files_outside_stridelab_give_the_returns_of_stridelab_eval(run, tmp_path, capsys):
+    episodes, seed = 4, 11
+    assert main(["export", str(run)]) == 0  # default: RUN/policy.onnx
+    assert main(["export", str(run), "--out", str(tmp_path / "policy.pt2")]) == 0
+    assert main(["eval", str(run), "--json", "--episodes", str(episodes), "--seed", str(seed)]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime.InferenceSession" in out and "torch.export.load" in out
+    reference = json.loads(out.strip().splitlines()[-1])["returns"]
+
+    session = ort.InferenceSession(str(run / "policy.onnx"), providers=["CPUExecutionProvider"])
+    pt2 = torch.export.load(tmp_path / "policy.pt2").module()
+    policies = {"onnx": lambda obs: session.run(None, {"obs": obs.astype(np.float32)})[0],
+                "pt2": lambda obs: pt2(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy()}
+    config = json.loads((run / "config.json").read_text())
+    for name, policy in policies.items():
+        returns = _episode_returns(policy, config, episodes, seed)
+        np.testing.assert_allclose(returns, reference, rtol=1e-3, err_msg=name)
+    assert len(set(np.round(reference, 3))) > 1  # the episodes differ: the seed reached every env
+
+
+def _episode_returns(policy, config: dict, episodes: int, seed: int) -> np.ndarray:
+    """Undiscounted return of each env's first episode, actions from ``policy(obs numpy)``."""
+    env = make_env(config["env"], episodes, backend=config["backend"], episode_length=config["episode_length"])
+    returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    try:
+        obs = env.reset(seed)
+        for _ in range(env.spec.episode_length):
+            res = env.step(torch.from_numpy(policy(obs.numpy())))
+            done = res.done.numpy()
+            returns = np.where(done & ~finished, res.episode_return.numpy(), returns)
+            finished |= done
+            obs = res.obs
+            if finished.all():
+                break
+    finally:
+        env.close()
+    assert finished.all()
+    return returns

@@ -1,4 +1,12 @@
-"""Headless rendering: the video decodes with the expected number of frames."""
+"""Headless rendering: the video decodes with the expected number of frames; the HTML viewer is
+one self-contained page."""
+
+import base64
+import html
+import json
+import re
+import zlib
+from importlib import resources
 
 import imageio.v3 as iio
 import pytest
@@ -6,7 +14,7 @@ from PIL import Image
 
 from stridelab.config import TrainConfig
 from stridelab.models import ActorCritic
-from stridelab.render import make_video
+from stridelab.render import make_video, show_html
 
 STEPS = 12
 
@@ -35,6 +43,39 @@ def test_gif_and_html(agent_and_cfg, tmp_path):
         assert im.info["duration"] == pytest.approx(50, abs=1)
     page, _, _ = make_video(agent, cfg, tmp_path / "walk.html", max_steps=5)
     assert "<html" in page.read_text().lower()
+
+
+def _unpack(b64: str) -> str:
+    return zlib.decompress(base64.b64decode(b64)).decode("utf-8")
+
+
+def test_html_viewer_loads_nothing_from_the_network_and_carries_viewer_and_trajectory(agent_and_cfg, tmp_path):
+    page, _, frames = make_video(*agent_and_cfg, tmp_path / "walk.html", max_steps=8)
+    text = page.read_text()
+    assert not re.search(r"""\bsrc\s*=\s*["']?\s*(https?:)?//""", text, re.I)  # no <script src="http...">
+    assert not re.search(r"""\bhref\s*=\s*["']?\s*(https?:)?//""", text, re.I)  # no stylesheet or icon links
+    modules = {name: _unpack(b64) for name, b64 in
+               json.loads(re.search(r"var MODULES_B64 = (\{.*?\});", text, re.S).group(1)).items()}
+    for name, source in modules.items():
+        assert not re.search(r"""\b(import|from)\s*\(?\s*["'](https?:)?//""", source), name
+        imported = set(re.findall(r"""\b(?:import|from)\s*["']([^"']+)["']""", source))
+        assert imported <= modules.keys(), (name, imported - modules.keys())  # all served from the page
+    brax_js = resources.files("brax") / "visualizer" / "js"
+    assert modules["viewer"].replace("'brax-viewer/", "'./") == (brax_js / "viewer.js").read_text()
+    assert modules["brax-viewer/system.js"] == (brax_js / "system.js").read_text()
+    assert "REVISION = '150'" in modules["three"]  # three.js r150, the one Brax's viewer names
+    assert "pako 2.1.0" in text and "p as GUI" in modules["lilgui"]  # pako inline, lil-gui exports GUI
+    system = json.loads(_unpack(re.search(r'var SYSTEM_B64 = "([^"]+)"', text).group(1)))
+    assert len(system["states"]["x"]) == frames == 9 and len(system["link_names"]) == 9  # Ant: torso + 8 limbs
+    assert len(text) < 600_000  # about 0.45 MB, most of it three.js (compressed)
+
+
+def test_show_html_embeds_the_whole_page_for_a_notebook(tmp_path):
+    page = "<html><body><script>var a = \"x\" && 1 < 2;</script></body></html>"
+    (tmp_path / "walk.html").write_text(page)
+    shown = show_html(tmp_path / "walk.html", height=300)._repr_html_()
+    srcdoc = re.fullmatch(r'<iframe srcdoc="([^"]*)" style="[^"]*height: 300px[^"]*"></iframe>', shown).group(1)
+    assert html.unescape(srcdoc) == page
 
 
 def test_unknown_format_is_refused(agent_and_cfg, tmp_path):
