@@ -500,6 +500,7 @@ class Runner:
             "time/wall_clock_s": self._wall_clock(),
             **self.last_eval,
             "time/eval_s": clock.eval_s,
+            "rollout/fused": float(self.fused),  # 1: the policy ran inside the simulator's compiled loop
         }
         if self.comm.active:
             out["ddp/world_size"] = float(self.comm.world_size)

@@ -52,11 +52,18 @@ def test_jax_policy_equals_the_torch_policy(hidden, activation):
     np.testing.assert_allclose(np.asarray(std_j), std_t.detach().numpy(), rtol=1e-5, atol=3e-5)
 
 
-def test_a_policy_the_mirror_does_not_know_is_named():
-    agent = ActorCritic(5, 2)
-    assert jax_policy.unsupported(agent) is None
+def test_a_policy_the_mirror_does_not_know_is_named_and_never_a_silent_slowdown():
+    env = make_env("ant", 4)
+    agent = ActorCritic(env.spec.obs_dim, env.spec.act_dim)
+    assert jax_policy.unsupported(agent) is None and can_fuse(env, agent)
     agent.policy.trunk.insert(1, torch.nn.LayerNorm(128))
     assert jax_policy.unsupported(agent) == "the policy's layer LayerNorm has no JAX mirror"
+    with pytest.warns(RuntimeWarning) as caught:
+        assert not can_fuse(env, agent)
+    assert [str(w.message) for w in caught] == [
+        "the policy's layer LayerNorm has no JAX mirror, so the rollout runs step by step from Python (several "
+        "times slower than the fused rollout); --no-fused-rollout asks for that and silences this"]
+    env.close()
 
 
 def test_fused_rollout_replays_step_by_step():
