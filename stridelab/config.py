@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from stridelab.errors import ConfigError, unknown_choice  # noqa: F401  (ConfigError: also imported from here)
+from stridelab.presets import load_presets
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,20 +42,29 @@ class TrainConfig:
     reward_scale: float = field(default=1.0, metadata={"help": "rewards are multiplied by this for learning (not for logged returns)"})
     normalize_reward: bool = field(default=False, metadata={"help": "divide rewards by a running std of the discounted return (Gymnasium's NormalizeReward) for learning"})
     init_std: float = field(default=0.69, metadata={"help": "initial policy std (softplus(0) + 0.001 = 0.69 is the original design's)"})
-    norm_adv: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
+    # Code-level optimizations (Engstrom et al. 2020, "Implementation Matters in Deep Policy
+    # Gradients"), each a switch for every algorithm it applies to; docs/design.md has each one's source.
+    norm_adv: bool = field(default=True, metadata={"help": "normalize advantages per (mini)batch"})
+    normalize_obs: bool = field(default=True, metadata={"help": "normalize observations by a running mean and std (Baselines' VecNormalize)"})
+    obs_clip: float = field(default=10.0, metadata={"help": "clip normalized observations to [-c, c] (0: no clip)"})
+    reward_clip: float = field(default=0.0, metadata={"help": "clip the learning rewards (after --normalize-reward) to [-c, c] (0: no clip)"})
+    clip_vloss: bool = field(default=False, metadata={"help": "clip the value loss around the old values by --clip-coef (PPO2's value clipping)"})
+    ortho_init: bool = field(default=False, metadata={"help": "orthogonal initialization with layer scaling: hidden layers gain sqrt(2), value output 1"})
+    clip_grad: bool = field(default=True, metadata={"help": "clip each network's gradient norm to --max-grad-norm"})
+    state_dependent_std: bool = field(default=True, metadata={"help": "the policy's std from a softplus head on the trunk (the original design); --no-state-dependent-std: one learned log-std per action dimension (SB3, CleanRL, rsl_rl)"})
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128], metadata={"help": "hidden layer sizes of the policy and (unless --value-hidden-sizes) the value net"})
     value_hidden_sizes: list[int] | None = field(default=None, metadata={"help": "hidden layer sizes of the value net (default: --hidden-sizes)"})
     activation: str = field(default="relu", metadata={"help": "hidden layers' activation: relu, tanh, elu, silu"})
 
     # PPO
     learning_rate: float = field(default=3e-4, metadata={"help": "PPO: Adam learning rate"})
-    anneal_lr: bool = field(default=False, metadata={"help": "PPO: anneal the learning rate linearly to 0"})
+    anneal_lr: bool = field(default=False, metadata={"help": "anneal the learning rates (PPO's, TRPO's critic's) linearly to 0"})
     update_epochs: int = field(default=4, metadata={"help": "PPO: epochs over each batch"})
     num_minibatches: int = field(default=16, metadata={"help": "PPO: minibatches per epoch"})
-    clip_coef: float = field(default=0.2, metadata={"help": "PPO: surrogate clip epsilon"})
+    clip_coef: float = field(default=0.2, metadata={"help": "PPO: surrogate clip epsilon (also the value clip with --clip-vloss)"})
     ent_coef: float = field(default=0.0, metadata={"help": "PPO: entropy bonus coefficient"})
     vf_coef: float = field(default=0.5, metadata={"help": "PPO: value loss coefficient"})
-    max_grad_norm: float = field(default=0.5, metadata={"help": "PPO: gradient-norm clip, per network"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "gradient-norm clip, per network (with --clip-grad)"})
     target_kl: float | None = field(default=None, metadata={"help": "PPO: stop the epochs when approx KL exceeds this"})
 
     # TRPO
@@ -98,20 +106,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def load_presets() -> dict[str, Any]:
-    text = resources.files("stridelab.presets").joinpath("defaults.toml").read_text()
-    return tomllib.loads(text)
-
-
 def preset_for(env: str, algo: str) -> dict[str, Any]:
     """Preset values, later tables winning: ``[common]``, the algorithm's (the preset section its
     registry entry names, then its own name's), the simulator's table (``[brax]``,
     ``[gymnasium]``) and its per-algorithm tables, then the task's ``[env]`` and per-algorithm
-    tables."""
+    tables, and last a variant's switches (``[variants.<name>]``)."""
     from stridelab.algos import get
     from stridelab.envs.registry import preset_table
 
-    sections = list(dict.fromkeys([get(algo).preset, algo]))
+    entry = get(algo)
+    sections = list(dict.fromkeys([entry.preset, algo]))
     presets = load_presets()
     merged: dict[str, Any] = dict(presets.get("common", {}))
     for section in sections:
@@ -121,6 +125,7 @@ def preset_for(env: str, algo: str) -> dict[str, Any]:
         merged.update({k: v for k, v in values.items() if not isinstance(v, dict)})
         for section in sections:
             merged.update(values.get(section, {}))
+    merged.update(entry.switches)  # a variant's switches are what makes it that variant
     return merged
 
 
@@ -168,9 +173,10 @@ def _validate_numbers(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{_flag_name(name)} must be a positive integer, got {value!r}")
-    for name in ["eval_episodes", "eval_every"]:
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{_flag_name(name)} must be >= 0, got {getattr(cfg, name)}")
+    for name in ["eval_episodes", "eval_every", "obs_clip", "reward_clip"]:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{_flag_name(name)} must be a finite number >= 0, got {value!r}")
     if not (math.isfinite(cfg.init_std) and cfg.init_std > 0.001):
         raise ConfigError(f"--init-std must be a finite number > 0.001 (the std floor), got {cfg.init_std!r}")
     ranges = {  # name: (lowest, highest, whether the lowest itself is allowed)

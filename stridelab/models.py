@@ -94,24 +94,31 @@ class GaussianPolicy(nn.Module):
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (128, 128), min_std: float = 1e-3,
-                 init_std: float | None = None, activation: str = "relu") -> None:
+                 init_std: float | None = None, activation: str = "relu", state_dependent_std: bool = True,
+                 ortho_init: bool = False) -> None:
         super().__init__()
         self.trunk = mlp([obs_dim, *hidden], activation, activate_last=True)
         self.mu = nn.Linear(hidden[-1], act_dim)
-        self.std = nn.Linear(hidden[-1], act_dim)
         self.min_std = min_std
+        self.state_dependent_std = state_dependent_std
+        if init_std is not None and not init_std > min_std:
+            raise ValueError(f"init_std must be greater than min_std {min_std}, got {init_std}")
+        if state_dependent_std:  # the original design's head: softplus(W h + b) + min_std
+            self.std = nn.Linear(hidden[-1], act_dim)
+        else:  # one learned log-std per action dimension (SB3, CleanRL, rsl_rl)
+            start = math.log(math.log(2.0) + min_std if init_std is None else init_std)
+            self.log_std = nn.Parameter(torch.full((act_dim,), start))
         # Small initial mean so early actions centre on zero (Andrychowicz et al. 2021, "What
         # matters in on-policy RL", C.3: last policy layer scaled by 0.01).
         nn.init.orthogonal_(self.mu.weight, gain=0.01)
         nn.init.zeros_(self.mu.bias)
-        nn.init.orthogonal_(self.std.weight, gain=0.01)
-        # softplus(b) + min_std = init_std at the start; None keeps softplus(0) + min_std ~ 0.69.
-        if init_std is None:
-            nn.init.zeros_(self.std.bias)
-        else:
-            if not init_std > min_std:
-                raise ValueError(f"init_std must be greater than min_std {min_std}, got {init_std}")
-            nn.init.constant_(self.std.bias, math.log(math.expm1(init_std - min_std)))
+        if state_dependent_std:
+            nn.init.orthogonal_(self.std.weight, gain=0.01)
+            # softplus(b) + min_std = init_std at the start; None keeps softplus(0) + min_std ~ 0.69.
+            init_bias = 0.0 if init_std is None else math.log(math.expm1(init_std - min_std))
+            nn.init.constant_(self.std.bias, init_bias)
+        if ortho_init:
+            orthogonal_init(self.trunk)
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs [B, obs_dim]`` (normalized) -> the deterministic action ``[B, act_dim]`` in [-1, 1]."""
@@ -120,15 +127,32 @@ class GaussianPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``."""
         h = self.trunk(obs)
-        return torch.tanh(self.mu(h)), F.softplus(self.std(h)) + self.min_std
+        mean = torch.tanh(self.mu(h))
+        if self.state_dependent_std:
+            return mean, F.softplus(self.std(h)) + self.min_std
+        return mean, self.log_std.exp().expand_as(mean)
+
+
+def orthogonal_init(net: nn.Sequential, last_gain: float | None = None) -> None:
+    """Orthogonal weights with gain sqrt(2) and zero biases for every Linear layer of ``net``, the
+    last one with ``last_gain`` if given: the "orthogonal initialization and layer scaling" of
+    OpenAI Baselines' PPO2 that Engstrom et al. 2020 list among PPO's code-level optimizations."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        gain = last_gain if (last_gain is not None and i == len(linears) - 1) else math.sqrt(2.0)
+        nn.init.orthogonal_(layer.weight, gain=gain)
+        nn.init.zeros_(layer.bias)
 
 
 class ValueNet(nn.Module):
     """State-value function ``V(s)``: an MLP with one output."""
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), activation: str = "relu") -> None:
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), activation: str = "relu",
+                 ortho_init: bool = False) -> None:
         super().__init__()
         self.net = mlp([obs_dim, *hidden, 1], activation)
+        if ortho_init:
+            orthogonal_init(self.net, last_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs [B, obs_dim]`` (normalized) -> ``[B]``."""
@@ -154,12 +178,17 @@ class ActorCritic(nn.Module):
         value_hidden_sizes: Sequence[int] | None = None,
         activation: str = "relu",
         init_std: float | None = None,
+        state_dependent_std: bool = True,
+        ortho_init: bool = False,
+        obs_clip: float = 10.0,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.obs_rms = RunningMeanStd((obs_dim,))
-        self.policy = GaussianPolicy(obs_dim, act_dim, hidden_sizes, init_std=init_std, activation=activation)
-        self.value = ValueNet(obs_dim, hidden_sizes if value_hidden_sizes is None else value_hidden_sizes, activation)
+        self.obs_rms = RunningMeanStd((obs_dim,), clip=obs_clip if obs_clip > 0 else math.inf)
+        self.policy = GaussianPolicy(obs_dim, act_dim, hidden_sizes, init_std=init_std, activation=activation,
+                                     state_dependent_std=state_dependent_std, ortho_init=ortho_init)
+        self.value = ValueNet(obs_dim, hidden_sizes if value_hidden_sizes is None else value_hidden_sizes, activation,
+                              ortho_init=ortho_init)
         low = torch.full((act_dim,), -1.0) if action_low is None else torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.full((act_dim,), 1.0) if action_high is None else torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("action_low", low)
@@ -195,9 +224,10 @@ class ActorCritic(nn.Module):
 
 def build_agent(cfg: Any, spec: Any) -> ActorCritic:
     """The networks ``cfg`` describes (``hidden_sizes``, ``value_hidden_sizes``, ``activation``,
-    ``init_std``) for the task ``spec``: an :class:`~stridelab.envs.EnvSpec` or, from a
+    ``init_std``, ``state_dependent_std``, ``ortho_init``, ``obs_clip``) for the task ``spec``: an :class:`~stridelab.envs.EnvSpec` or, from a
     checkpoint, its dict."""
     fact = spec.get if isinstance(spec, dict) else lambda key: getattr(spec, key)
     return ActorCritic(fact("obs_dim"), fact("act_dim"), fact("action_low"), fact("action_high"),
                        hidden_sizes=cfg.hidden_sizes, value_hidden_sizes=cfg.value_hidden_sizes,
-                       activation=cfg.activation, init_std=cfg.init_std)
+                       activation=cfg.activation, init_std=cfg.init_std, state_dependent_std=cfg.state_dependent_std,
+                       ortho_init=cfg.ortho_init, obs_clip=cfg.obs_clip)

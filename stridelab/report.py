@@ -211,6 +211,38 @@ def plot_curves(groups: dict[str, list[RunData]], path: Path, tag: str, ylabel: 
     return path
 
 
+DIAGNOSTICS = [("diagnostics/kl_mean", "mean KL(old || new)"), ("diagnostics/kl_max", "max KL(old || new)"),
+               ("diagnostics/ratio_max", "largest probability ratio"),
+               ("diagnostics/ratio_outside_clip", "ratios outside [1-eps, 1+eps]")]
+
+
+def plot_diagnostics(groups: dict[str, list[RunData]], path: Path) -> Path | None:
+    """How far each update moved the policy, per algorithm over training (mean over seeds, log
+    scale): Engstrom et al.'s point that PPO's clip does not bound the KL or the ratios. None when
+    the runs logged no diagnostics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(DIAGNOSTICS[0][0] in r.scalars for rs in groups.values() for r in rs):
+        return None
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4 * len(DIAGNOSTICS), 3.6), constrained_layout=True)
+    for ax, (tag, title) in zip(axes, DIAGNOSTICS):
+        for algo, runs in groups.items():
+            grid, vals = aligned(runs, tag)
+            if len(grid):
+                ax.plot(grid / 1e6, vals.mean(0), color=color(algo), lw=1.5, label=algo.upper())
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("env steps (millions)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_final(groups: dict[str, list[RunData]], path: Path) -> Path:
     import matplotlib
 
@@ -244,8 +276,10 @@ def _fmt(x: float, digits: int = 0) -> str:
 
 # Shown for every algorithm; each algorithm's own settings follow (its registry entry's ``fields``).
 COMMON_HYPERPARAMETERS = ["total_steps", "num_envs", "num_steps", "episode_length", "backend", "gamma", "gae_lambda",
-                          "hidden_sizes", "value_hidden_sizes", "activation", "init_std", "reward_scale",
-                          "normalize_reward", "norm_adv", "max_grad_norm", "eval_every", "eval_episodes"]
+                          "hidden_sizes", "value_hidden_sizes", "activation", "init_std", "state_dependent_std",
+                          "ortho_init", "normalize_obs", "obs_clip", "normalize_reward", "reward_clip",
+                          "reward_scale", "norm_adv", "clip_vloss", "clip_grad", "max_grad_norm", "eval_every",
+                          "eval_episodes"]
 
 
 def algo_fields(algo: str) -> tuple[str, ...]:
@@ -277,6 +311,7 @@ def build_report(out: Path) -> dict[str, Any]:
                             markers=True),
         "train": plot_curves(groups, figs / "train_return.png", "charts/episodic_return", "training episode return"),
         "final": plot_final(groups, figs / "final_return.png"),
+        "diagnostics": plot_diagnostics(groups, figs / "diagnostics.png"),
     }
     result = {"algorithms": final_stats(groups), "pairs": pairwise(groups)}
     blocks = _blocks(out, runs, groups, images, result)
@@ -394,6 +429,14 @@ def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], im
     ]
     if result["pairs"]:
         blocks.append(("p", _pairs_text(result["pairs"])))
+    if images["diagnostics"] is not None:
+        blocks += [("h2", "How far each update moves the policy"),
+                   ("p", "After every update, on the whole batch: the KL from the old policy to the new (mean and "
+                         "largest over the states), the largest probability ratio of the batch's actions, and the "
+                         "share of ratios outside PPO's clip range, for every algorithm alike (mean over seeds). "
+                         "Engstrom et al. 2020 showed PPO's clipping does not keep these bounded; TRPO's line search "
+                         "keeps the mean KL under max_kl."),
+                   ("img", images["diagnostics"])]
     blocks += [("h2", "Speed"), ("table", (["algorithm", "env steps", "steps/s", "wall-clock per run"],
                                            _speed_rows(groups)))]
     if media:

@@ -204,6 +204,15 @@ class ReturnNormalizer(torch.nn.Module):
 
 
 @torch.no_grad()
+def learning_rewards(storage: RolloutStorage, reward_norm: ReturnNormalizer | None, clip: float) -> torch.Tensor:
+    """The rewards the learner sees ``[T, N]``: the rollout's, divided by the running std of the
+    discounted return (``reward_norm``, which also advances its statistics), then clipped to
+    ``[-clip, clip]`` (``clip`` 0: not clipped). The logged episode returns stay the task's own."""
+    rewards = storage.rewards if reward_norm is None else reward_norm(storage.rewards, storage.dones)
+    return rewards.clamp(-clip, clip) if clip > 0 else rewards
+
+
+@torch.no_grad()
 def make_batch(agent: ActorCritic, storage: RolloutStorage, gamma: float, gae_lambda: float, reward_scale: float = 1.0,
                update_normalizer: bool = True, rewards: torch.Tensor | None = None, comm: Any = None) -> Batch:
     """Merge the rollout into the normalizer, then compute the old policy, values and GAE.

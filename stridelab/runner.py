@@ -38,7 +38,17 @@ from stridelab.checkpoint import (
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import VecEnv
 from stridelab.models import ActorCritic
-from stridelab.rollout import Batch, ReturnNormalizer, RolloutStorage, can_fuse, fewer_threads, make_batch, start_collect
+from stridelab.ops import policy_change
+from stridelab.rollout import (
+    Batch,
+    ReturnNormalizer,
+    RolloutStorage,
+    can_fuse,
+    fewer_threads,
+    learning_rewards,
+    make_batch,
+    start_collect,
+)
 from stridelab.seeds import Streams
 
 
@@ -276,7 +286,8 @@ class Runner:
         self.cfg, self.env, self.agent, self.algo, self.loggers = cfg, env, agent, algo, loggers
         self.run_dir, self.make_eval_env, self.comm = Path(run_dir), make_eval_env, comm
         self.streams = Streams(cfg.seed, comm.rank)
-        reward_norm = ReturnNormalizer(cfg.num_envs, cfg.gamma, comm=comm).to(env.device) \
+        # The clip is --reward-clip's, applied in make_batch whether the rewards are normalized or not.
+        reward_norm = ReturnNormalizer(cfg.num_envs, cfg.gamma, clip=math.inf, comm=comm).to(env.device) \
             if cfg.normalize_reward else None
         self.state = RunState(cfg, env.spec, agent, algo, reward_norm, comm)
         self.storage = RolloutStorage(cfg.num_steps, cfg.num_envs, env.spec.obs_dim, env.spec.act_dim, env.device)
@@ -387,10 +398,12 @@ class Runner:
         self.guard.failed(self.progress.iteration, what)
 
     def make_batch(self) -> Batch:
-        reward_norm, cfg = self.state.reward_norm, self.cfg
-        rewards = None if reward_norm is None else reward_norm(self.storage.rewards, self.storage.dones)
+        """The learning rewards (normalized with ``normalize_reward``, then clipped with
+        ``reward_clip``), the observation normalizer's update (``normalize_obs``), GAE."""
+        cfg = self.cfg
+        rewards = learning_rewards(self.storage, self.state.reward_norm, cfg.reward_clip)
         return make_batch(self.agent, self.storage, cfg.gamma, cfg.gae_lambda, cfg.reward_scale, rewards=rewards,
-                          comm=self.comm)
+                          update_normalizer=cfg.normalize_obs, comm=self.comm)
 
     def update(self, batch: Batch, overlap: bool) -> dict[str, float]:
         """The policy's update, then the value net's. With ``overlap`` the next rollout starts
@@ -401,7 +414,18 @@ class Runner:
             self._pending = self._start_rollout()
         with fewer_threads(overlap and batch.obs.device.type == "cpu"):
             metrics.update(self.algo.update_value(batch))
+            metrics.update(self.diagnostics(batch))
         return metrics
+
+    @torch.no_grad()
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """How far this update moved the policy on the batch (``diagnostics/*``), the same
+        measure for every algorithm (:func:`stridelab.ops.policy_change`); the ratios are
+        counted outside PPO's ``[1 - clip_coef, 1 + clip_coef]`` whatever the algorithm."""
+        mean, std = self.agent.dist_params(batch.obs)
+        change = policy_change(batch.mean_old, batch.std_old, batch.logp_old, mean, std, batch.actions,
+                               self.cfg.clip_coef)
+        return {f"diagnostics/{k}": v for k, v in change.items()}
 
     # --- logging, evaluation, checkpoints -------------------------------------------------
 

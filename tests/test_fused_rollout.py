@@ -27,13 +27,14 @@ def _agent(obs_dim: int, act_dim: int, seed: int = 0) -> ActorCritic:
     return agent
 
 
-@pytest.mark.parametrize("hidden,activation", [((128, 128), "relu"), ((64, 32, 16), "tanh"), ((48,), "elu"),
-                                               ((32, 32), "silu")])
-def test_jax_policy_equals_the_torch_policy(hidden, activation):
+@pytest.mark.parametrize("hidden,activation,state_dependent_std", [
+    ((128, 128), "relu", True), ((64, 32, 16), "tanh", True), ((48,), "elu", False), ((32, 32), "silu", False)])
+def test_jax_policy_equals_the_torch_policy(hidden, activation, state_dependent_std):
     """The JAX mirror walks the torch policy's layers: any trunk of Linear layers and the
     offered activations computes the same mean and std."""
     torch.manual_seed(0)
-    agent = ActorCritic(27, 8, hidden_sizes=hidden, activation=activation, init_std=0.4)
+    agent = ActorCritic(27, 8, hidden_sizes=hidden, activation=activation, init_std=0.4,
+                        state_dependent_std=state_dependent_std)
     agent.obs_rms.update(torch.randn(500, 27) * 3 + 1)
     with torch.no_grad():  # weights far from their initial ones, so the heads matter
         for p in agent.policy.parameters():
@@ -43,10 +44,14 @@ def test_jax_policy_equals_the_torch_policy(hidden, activation):
 
     layers = jax_policy.structure(agent)
     assert layers.count("linear") == len(hidden) and layers.count(activation) == len(hidden)
+    if not state_dependent_std:  # one std per action dimension, learned away from its start
+        with torch.no_grad():
+            agent.policy.log_std.add_(torch.linspace(-0.5, 0.5, 8))
     mean_j, std_j = jax_policy.mean_std(jax_policy.policy_params(agent), jnp.asarray(obs.numpy()),
                                          agent.obs_rms.clip, agent.policy.min_std, layers)
     mean_t, std_t = agent.dist_params(obs)
     assert float(mean_t.abs().mean()) > 0.1 and float(std_t.std()) > 1e-3  # not about zeros or constants
+    assert layers[-1] == ("softplus_std" if state_dependent_std else "log_std")
     # float32 both sides, summed in another order: pre-activations of tens give differences of 1e-5
     np.testing.assert_allclose(np.asarray(mean_j), mean_t.detach().numpy(), rtol=1e-5, atol=3e-5)
     np.testing.assert_allclose(np.asarray(std_j), std_t.detach().numpy(), rtol=1e-5, atol=3e-5)

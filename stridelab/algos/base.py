@@ -29,7 +29,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -86,13 +86,16 @@ class Algorithm:
 @dataclass(frozen=True)
 class AlgoEntry:
     """A registered algorithm: its class, the preset section its defaults come from (its own
-    name's section is read too, after it) and the config fields only it uses (for the report)."""
+    name's section is read too, after it), the config fields only it uses (for the report), and
+    for a variant (:func:`register_variant`) the switches that make it one."""
 
     name: str
     cls: type
     preset: str
     description: str
     fields: tuple[str, ...]
+    switches: dict[str, Any] = field(default_factory=dict)
+    base: str = ""  # the algorithm a variant varies ("" for an algorithm of its own)
 
 
 _REGISTRY: dict[str, AlgoEntry] = {}
@@ -109,6 +112,25 @@ def register(name: str, preset: str | None = None, description: str = "",
         return cls
 
     return add
+
+
+def register_variant(name: str, base: str, switches: dict[str, Any], description: str = "") -> None:
+    """Register ``name`` as algorithm ``base`` with ``switches`` set (config fields; they win over
+    every preset table, and a flag on the command line wins over them)."""
+    entry = _REGISTRY[base]
+    _REGISTRY[name] = AlgoEntry(name, entry.cls, entry.preset, description or f"{base} with {switches}",
+                                entry.fields, dict(switches), base)
+
+
+def register_preset_variants() -> None:
+    """The variants ``presets/defaults.toml`` defines under ``[variants.<name>]`` (``base``,
+    ``description``, then switches)."""
+    from stridelab.presets import load_presets
+
+    for name, table in load_presets().get("variants", {}).items():
+        values = dict(table)
+        base, description = values.pop("base"), values.pop("description", "")
+        register_variant(name, base, values, description)
 
 
 def unregister(name: str) -> None:

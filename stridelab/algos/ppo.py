@@ -40,7 +40,7 @@ class PPOAlgorithm(Algorithm):
             fused=True,  # one kernel for all parameters: the step costs a third of the unfused one on CPU
         )
         self.generator: torch.Generator | None = None  # the minibatches' permutations (None: torch's global one)
-        self._taken: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._taken: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def set_progress(self, fraction_done: float) -> None:
         """Linear learning-rate annealing to 0, when enabled."""
@@ -55,7 +55,7 @@ class PPOAlgorithm(Algorithm):
         sums = torch.zeros(len(names), device=batch.obs.device)
         with torch.no_grad():  # the normalizer is frozen during the update: normalize once
             obs_n = self.agent.obs_rms.normalize(batch.obs)
-        self._taken = []  # (obs, returns) of each minibatch the policy took, for the value net
+        self._taken = []  # (obs, returns, old values) of each minibatch the policy took, for the value net
         for epoch in self._epochs(batch, obs_n):
             if not self._policy_epoch(epoch, sums):
                 break  # target_kl reached
@@ -68,15 +68,16 @@ class PPOAlgorithm(Algorithm):
         mb_size = len(batch) // self.cfg.num_minibatches
         for _ in range(self.cfg.update_epochs):
             perm = torch.randperm(len(batch), generator=self.generator, device="cpu").to(batch.obs.device)
-            fields = [x[perm] for x in (obs_n, batch.actions, batch.logp_old, batch.advantages, batch.returns)]
+            fields = [x[perm] for x in (obs_n, batch.actions, batch.logp_old, batch.advantages, batch.returns,
+                                        batch.values_old)]
             yield ([x[s : s + mb_size] for x in fields] for s in range(0, len(batch), mb_size))
 
     def _policy_epoch(self, minibatches: Any, sums: torch.Tensor) -> bool:
         """One epoch's steps; False where the approximate KL passed ``target_kl`` (the rest of
         the update is skipped, in every data-parallel process alike)."""
-        for obs, act, logp_old, adv, ret in minibatches:
+        for obs, act, logp_old, adv, ret, v_old in minibatches:
             approx_kl = self._policy_step(obs, act, logp_old, adv, sums)
-            self._taken.append((obs, ret))
+            self._taken.append((obs, ret, v_old))
             if self.cfg.target_kl is not None and self.comm.mean(approx_kl).item() > self.cfg.target_kl:
                 return False
         return True
@@ -97,11 +98,13 @@ class PPOAlgorithm(Algorithm):
         return m["approx_kl"]
 
     def update_value(self, batch: Batch) -> dict[str, float]:
-        """One step of the value loss on each minibatch the policy took."""
+        """One step of the value loss (clipped around the old values with ``clip_vloss``) on each
+        minibatch the policy took."""
         params = list(self.agent.value.parameters())
         total = torch.zeros((), device=batch.obs.device)
-        for obs, ret in self._taken:
-            v_loss = value_loss(self.agent.value(obs), ret)
+        clip = self.cfg.clip_coef if self.cfg.clip_vloss else None
+        for obs, ret, v_old in self._taken:
+            v_loss = value_loss(self.agent.value(obs), ret, v_old, clip)
             self._step(self.cfg.vf_coef * v_loss, params)
             total += v_loss.detach()
         with torch.no_grad():
@@ -115,5 +118,6 @@ class PPOAlgorithm(Algorithm):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.comm.average_gradients(params)
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        if self.cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         optimizer.step()

@@ -8,7 +8,8 @@ import torch
 
 from stridelab.algos.base import Algorithm, register
 from stridelab.distributed import SINGLE, Comm, normalize_advantages
-from stridelab.ops import explained_variance, gaussian_entropy, gaussian_kl, gaussian_log_prob, value_loss
+from stridelab.algos.critic import AdamCritic
+from stridelab.ops import gaussian_entropy, gaussian_kl, gaussian_log_prob
 from stridelab.optim import TRPO
 from stridelab.rollout import Batch
 
@@ -36,10 +37,14 @@ class TRPOAlgorithm(Algorithm):
         self.policy_optimizer = TRPO(agent.policy.parameters(), max_kl=cfg.max_kl, damping=cfg.damping,
                                      cg_iters=cfg.cg_iters, backtrack_ratio=cfg.backtrack_ratio,
                                      max_backtracks=cfg.max_backtracks, reduce=comm.mean if comm.active else None)
+        self.critic = AdamCritic(agent, cfg, comm)
         # TRPO's own state is rebuilt every step; only the critic's Adam has moments to keep.
-        self.optimizers["value_optimizer"] = torch.optim.Adam(agent.value.parameters(), lr=cfg.vf_learning_rate,
-                                                              eps=1e-5, fused=True)
-        self._fit: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self.optimizers["value_optimizer"] = self.critic.optimizer
+
+    def set_progress(self, fraction_done: float) -> None:
+        """The critic's learning rate annealed linearly to 0, with ``anneal_lr`` (the policy's
+        step size is the trust region's)."""
+        self.critic.anneal(fraction_done)
 
     def update_policy(self, batch: Batch) -> dict[str, float]:
         """One TRPO step. The critic's minibatches are drawn here too, so the random stream is
@@ -49,8 +54,7 @@ class TRPOAlgorithm(Algorithm):
         info = self.policy_optimizer.step(*self._closures(batch, obs_n))
         with torch.no_grad():
             entropy = float(gaussian_entropy(self.agent.policy(obs_n)[1]).mean())
-        perms = [torch.randperm(len(batch), device="cpu").to(obs_n.device) for _ in range(self.cfg.vf_epochs)]
-        self._fit = (obs_n, perms)
+        self.critic.prepare(batch, obs_n)
         return {
             "losses/policy_loss": info["loss_after"],
             "losses/entropy": entropy,
@@ -90,24 +94,17 @@ class TRPOAlgorithm(Algorithm):
         return closure, fisher_closure
 
     def update_value(self, batch: Batch) -> dict[str, float]:
-        """Adam on the value loss, ``vf_epochs`` epochs of ``vf_minibatches`` minibatches."""
-        assert self._fit is not None, "update_policy runs first, on the same batch"
-        (obs_n, perms), value = self._fit, self.agent.value
-        optimizer = self.optimizers["value_optimizer"]
-        mb_size = len(batch) // self.cfg.vf_minibatches
-        total, n = torch.zeros((), device=obs_n.device), 0
-        for perm in perms:
-            for start in range(0, len(batch), mb_size):
-                idx = perm[start : start + mb_size]
-                loss = value_loss(value(obs_n[idx]), batch.returns[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.comm.average_gradients(list(value.parameters()))
-                torch.nn.utils.clip_grad_norm_(value.parameters(), self.cfg.max_grad_norm)
-                optimizer.step()
-                total += loss.detach()
-                n += 1
-        self._fit = None
-        with torch.no_grad():
-            ev = float(explained_variance(batch.values_old, batch.returns))
-        return {"losses/value_loss": float(total) / n, "losses/explained_variance": ev}
+        return self.critic.fit(batch)
+
+
+@register("npg", preset="trpo", description="natural policy gradient (TRPO's step, no line search)",
+          fields=TRPO_FIELDS)
+class NPGAlgorithm(TRPOAlgorithm):
+    """Natural policy gradient (Kakade 2001; the "truncated natural policy gradient" of Schulman
+    et al.'s TRPO paper): TRPO's step, direction ``F^-1 g`` by conjugate gradient and length set by
+    the quadratic KL estimate, taken whole, without the line search that checks the real KL and
+    the surrogate's improvement. What the line search adds is TRPO's minus NPG's."""
+
+    def __init__(self, agent: Any, cfg: Any, comm: Comm = SINGLE) -> None:
+        super().__init__(agent, cfg, comm)
+        self.policy_optimizer.param_groups[0]["line_search"] = False

@@ -49,9 +49,11 @@ def supports(agent: Any) -> bool:
 
 
 def structure(agent: Any) -> tuple[str, ...]:
-    """The trunk's layers as names (``("linear", "relu", ...)``): the static part of the mirror,
-    the weights (:func:`policy_params`) being its arrays."""
-    return tuple("linear" if isinstance(m, nn.Linear) else _ACTIVATIONS[type(m)] for m in agent.policy.trunk)
+    """The trunk's layers as names (``("linear", "relu", ...)``), then the std head's kind
+    (``"softplus_std"`` or ``"log_std"``): the static part of the mirror, the weights
+    (:func:`policy_params`) being its arrays."""
+    trunk = tuple("linear" if isinstance(m, nn.Linear) else _ACTIVATIONS[type(m)] for m in agent.policy.trunk)
+    return (*trunk, "softplus_std" if agent.policy.state_dependent_std else "log_std")
 
 
 @torch.no_grad()
@@ -72,7 +74,7 @@ def policy_params(agent: Any, via_host: bool = False) -> dict[str, Any]:
         "obs_std": j(torch.sqrt(rms.var + rms.epsilon).float()),
         "trunk": [(j(m.weight), j(m.bias)) for m in linears],
         "mu": (j(pol.mu.weight), j(pol.mu.bias)),
-        "std": (j(pol.std.weight), j(pol.std.bias)),
+        "std": (j(pol.std.weight), j(pol.std.bias)) if pol.state_dependent_std else (j(pol.log_std),),
         "low": j(agent.action_low),
         "high": j(agent.action_high),
     }
@@ -81,18 +83,20 @@ def policy_params(agent: Any, via_host: bool = False) -> dict[str, Any]:
 def mean_std(params: dict[str, Any], obs: jax.Array, clip: float, min_std: float,
              layers: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
     """``GaussianPolicy(obs_rms.normalize(obs))`` in JAX: ``obs [N, obs_dim]`` -> ``(mean, std)``,
-    the trunk walked as :func:`structure` lists its ``layers``."""
+    the trunk and the std head as :func:`structure` lists them in ``layers``."""
     h = jnp.clip((obs - params["obs_mean"]) / params["obs_std"], -clip, clip)
     linears = iter(params["trunk"])
-    for kind in layers:
+    *trunk, std_kind = layers
+    for kind in trunk:
         if kind == "linear":
             w, b = next(linears)
             h = h @ w.T + b
         else:
             h = _JAX_ACTIVATIONS[kind](h)
     mean = jnp.tanh(h @ params["mu"][0].T + params["mu"][1])
-    std = jax.nn.softplus(h @ params["std"][0].T + params["std"][1]) + min_std
-    return mean, std
+    if std_kind == "log_std":
+        return mean, jnp.broadcast_to(jnp.exp(params["std"][0]), mean.shape)
+    return mean, jax.nn.softplus(h @ params["std"][0].T + params["std"][1]) + min_std
 
 
 def sample(params: dict[str, Any], obs: jax.Array, key: jax.Array, clip: float, min_std: float,

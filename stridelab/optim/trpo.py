@@ -48,6 +48,8 @@ class TRPO(torch.optim.Optimizer):
         cg_iters: conjugate gradient iterations.
         backtrack_ratio: step shrink factor per line-search step, in ``(0, 1)``.
         max_backtracks: line-search steps tried (the full step included).
+        line_search: False takes the full step as it is, with no check of the real KL or the
+            loss: the natural policy gradient step (``accepted`` is then 1 for any finite step).
         reduce: for data-parallel training, a function returning the mean of a tensor over the
             processes (e.g. :meth:`stridelab.distributed.Comm.mean`). It is applied to the
             gradient, to every Fisher-vector product and to the line search's loss and KL, so
@@ -63,6 +65,7 @@ class TRPO(torch.optim.Optimizer):
         backtrack_ratio: float = 0.8,
         max_backtracks: int = 10,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        line_search: bool = True,
     ) -> None:
         if not (math.isfinite(max_kl) and max_kl > 0):
             raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}")
@@ -75,7 +78,7 @@ class TRPO(torch.optim.Optimizer):
         if not (isinstance(max_backtracks, int) and max_backtracks > 0):
             raise ValueError(f"max_backtracks must be a positive integer, got {max_backtracks!r}")
         defaults = dict(max_kl=max_kl, damping=damping, cg_iters=cg_iters,
-                        backtrack_ratio=backtrack_ratio, max_backtracks=max_backtracks)
+                        backtrack_ratio=backtrack_ratio, max_backtracks=max_backtracks, line_search=line_search)
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("TRPO takes one parameter group: the trust region is on the whole policy")
@@ -115,7 +118,19 @@ class TRPO(torch.optim.Optimizer):
         }
         if not bool(torch.isfinite(full_step).all()) or not bool(full_step.any()):
             return info
+        if not group.get("line_search", True):
+            return self._take(closure, params, full_step, info)
         return self._line_search(closure, params, full_step, loss_before, info, group)
+
+    def _take(self, closure: Closure, params: list[torch.Tensor], full_step: torch.Tensor,
+              info: dict[str, float]) -> dict[str, float]:
+        """The full step, unchecked; its real KL and loss are reported."""
+        set_flat_params(params, flat_params(params) + full_step)
+        with torch.no_grad():
+            new_loss, new_kl = (self._reduce(t) for t in closure())
+        info.update(accepted=1.0, backtracks=0.0, kl=float(new_kl), loss_after=float(new_loss),
+                    step_norm=float(full_step.norm()))
+        return info
 
     def _full_step(self, closure: Closure, fisher_closure: Callable[[], torch.Tensor] | None,
                    params: list[torch.Tensor], group: dict[str, Any]) -> tuple[torch.Tensor, ...]:
