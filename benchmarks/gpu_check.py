@@ -269,9 +269,9 @@ def nvidia_smi_gpus() -> list[str] | None:
     return [ln.strip() for ln in out.splitlines() if ln.strip()]
 
 
-def child_json(cmd: list[str], deadline: float, stop_at: float | None = None) -> dict:
+def child_json(cmd: list[str], deadline: float) -> dict:
     """A child's result, or StageTimeout / StageFailed."""
-    c = run_child(cmd, deadline, stop_at)
+    c = run_child(cmd, deadline)
     if c.timed_out:
         raise StageTimeout
     result = c.result()
