@@ -128,9 +128,13 @@ class GaussianPolicy(nn.Module):
         """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``."""
         h = self.trunk(obs)
         mean = torch.tanh(self.mu(h))
+        return mean, self._std(h, mean)
+
+    @torch.jit.unused  # the exported programs run mean() alone; TorchScript need not see both heads
+    def _std(self, h, mean):  # noqa: ANN001, ANN202  (TorchScript reads no postponed annotations here)
         if self.state_dependent_std:
-            return mean, F.softplus(self.std(h)) + self.min_std
-        return mean, self.log_std.exp().expand_as(mean)
+            return F.softplus(self.std(h)) + self.min_std
+        return self.log_std.exp().expand_as(mean)
 
 
 def orthogonal_init(net: nn.Sequential, last_gain: float | None = None) -> None:

@@ -205,3 +205,21 @@ def test_vpg_takes_one_adam_step_on_the_policy_gradient_loss():
     before = [p.detach().clone() for p in agent.value.parameters()]
     assert "losses/value_loss" in learner.update_value(batch)
     assert any(not torch.equal(p, b) for p, b in zip(agent.value.parameters(), before))
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_a_state_independent_std_policy_exports(tmp_path, suffix):
+    from stridelab.export import export_policy
+
+    torch.manual_seed(1)
+    agent = ActorCritic(5, 2, state_dependent_std=False, ortho_init=True, activation="tanh")
+    agent.obs_rms.update(torch.randn(100, 5) * 3)
+    obs = torch.randn(17, 5) * 2
+    path = export_policy(agent, tmp_path / f"policy{suffix}")
+    if suffix == ".onnx":
+        import onnxruntime
+
+        got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"obs": obs.numpy()})[0]
+    else:
+        got = torch.export.load(str(path)).module()(obs).detach().numpy()
+    torch.testing.assert_close(torch.as_tensor(got), agent(obs).detach(), atol=1e-5, rtol=0)
