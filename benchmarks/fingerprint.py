@@ -43,10 +43,12 @@ def run_one(name: str, flags: list[str], root: Path) -> dict[str, list[tuple[int
 
 
 def largest_difference(a: dict, b: dict) -> tuple[float, str]:
+    """The largest relative difference over the recorded tags ``a`` (new tags in ``b`` are
+    metrics added since, and are not compared)."""
     worst, where = 0.0, ""
-    for tag in sorted(set(a) | set(b)):
-        if tag not in a or tag not in b:
-            return math.inf, f"{tag} only in one"
+    for tag in sorted(a):
+        if tag not in b:
+            return math.inf, f"{tag} no longer logged"
         for (sa, va), (sb, vb) in zip(a[tag], b[tag], strict=True):
             if sa != sb:
                 return math.inf, f"{tag} steps {sa} != {sb}"
@@ -71,7 +73,9 @@ def main() -> None:
         recorded = json.loads(args.compare.read_text())
         for name in args.runs:
             worst, where = largest_difference(recorded[name], result[name])
-            print(f"{name:<12} largest relative difference {worst:.2e}  ({where})")
+            added = sorted(set(result[name]) - set(recorded[name]))
+            print(f"{name:<12} largest relative difference {worst:.2e}  ({where})"
+                  + (f"; new metrics: {', '.join(added)}" if added else ""))
 
 
 if __name__ == "__main__":
