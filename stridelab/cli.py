@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "Started again, it skips finished runs and resumes interrupted ones. Other "
                                        "training flags (e.g. --num-envs) are passed to every run.")
     p_cmp.add_argument("--env", default="ant", help="task (default ant)")
-    p_cmp.add_argument("--algos", nargs="+", default=["trpo", "ppo"], help="algorithms (default trpo ppo)")
+    p_cmp.add_argument("--algos", nargs="+", default=["trpo", "ppo"], help="algorithms and variants (default trpo ppo; `stridelab train --help` lists them)")
     p_cmp.add_argument("--seeds", type=_number(int), default=3, help="seeds per algorithm: 1..N (default 3)")
     p_cmp.add_argument("--total-steps", type=_number(int), default=1_500_000,
                        help="env steps per run, the same for every algorithm (default 1,500,000: "
