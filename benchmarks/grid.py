@@ -1,0 +1,168 @@
+"""A resumable grid of training runs whose small summaries live in the repository.
+
+    python benchmarks/grid.py --name ablation-hopper --env Hopper-v5 --algos ppo ppo-m trpo trpo+ \\
+        --seeds 1 2 3 4 5 --total-steps 1000000 --commit
+    python benchmarks/grid.py --name std-sweep --env Hopper-v5 --algos ppo --seeds 1 2 3 \\
+        --vary state_dependent_std=true,false init_std=0.3,0.69 --commit
+
+Every run is ``stridelab train`` (one per core, pinned, at low priority), its run directory under
+``--runs`` (default ``runs/grids/NAME``). When a run ends, its summary, config and evaluation
+curve are written to ``benchmarks/results/grids/NAME/<run>.json`` and, with ``--commit``,
+committed on their own. Started again, here or on another machine with the repository, the grid
+skips every run whose JSON is there and resumes the ones whose run directory holds a checkpoint.
+Other ``stridelab train`` flags given after the grid's own go to every run. (On a cluster,
+``stridelab compare --launcher ray`` runs an (algorithm, seed) grid as Ray tasks; docs/scaling.md.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def combos(vary: list[str]) -> list[dict[str, str]]:
+    """``["a=1,2", "b=x"]`` -> ``[{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]``."""
+    axes = []
+    for item in vary:
+        key, _, values = item.partition("=")
+        if not key or not values:
+            raise SystemExit(f"--vary {item!r}: write NAME=VALUE[,VALUE...], e.g. init_std=0.3,0.69")
+        axes.append([(key, v) for v in values.split(",")])
+    return [dict(c) for c in itertools.product(*axes)] if axes else [{}]
+
+
+def run_name(env: str, algo: str, seed: int, switches: dict[str, str]) -> str:
+    tail = "".join(f"_{k}={v}" for k, v in switches.items())
+    return f"{env}_{algo}{tail}_s{seed}"
+
+
+def flags(switches: dict[str, str]) -> list[str]:
+    """Switches as ``stridelab train`` flags: booleans as ``--x`` / ``--no-x``."""
+    out = []
+    for key, value in switches.items():
+        flag = "--" + key.replace("_", "-")
+        if value.lower() in ("true", "false"):
+            out.append(flag if value.lower() == "true" else "--no-" + key.replace("_", "-"))
+        else:
+            out += [flag, *value.split()]
+    return out
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """Every run of the grid that has no summary in the repository yet."""
+    todo = []
+    for env, algo, switches, seed in itertools.product(args.env, args.algos, combos(args.vary), args.seeds):
+        name = run_name(env, algo, seed, switches)
+        if not (args.results / f"{name}.json").is_file():
+            todo.append({"name": name, "env": env, "algo": algo, "seed": seed, "switches": switches})
+    return todo
+
+
+def command(run: dict, args: argparse.Namespace) -> list[str]:
+    run_dir = args.runs / run["name"]
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return [sys.executable, "-m", "stridelab", "train", "--resume", str(run_dir), "--no-progress"]
+    return [sys.executable, "-m", "stridelab", "train", "--algo", run["algo"], "--env", run["env"],
+            "--seed", str(run["seed"]), "--total-steps", str(args.total_steps), "--run-dir", str(run_dir),
+            "--no-progress", *flags(run["switches"]), *args.extra]
+
+
+def start(run: dict, args: argparse.Namespace, cores: tuple[int, ...]) -> subprocess.Popen:
+    args.runs.mkdir(parents=True, exist_ok=True)
+    log = open(args.runs / f".{run['name']}.log", "a")  # noqa: SIM115 - closed when the run ends
+    env = {**os.environ, "STRIDELAB_CPUS": ",".join(map(str, cores)), "OMP_NUM_THREADS": str(len(cores))}
+    print(f"[grid] {'resuming' if '--resume' in command(run, args) else 'training'} {run['name']}", flush=True)
+    proc = subprocess.Popen(["nice", "-n", str(args.nice), *command(run, args)], stdout=log, stderr=log, env=env)
+    proc.log, proc.run, proc.cores = log, run, cores  # type: ignore[attr-defined]
+    return proc
+
+
+def record(run: dict, args: argparse.Namespace) -> Path:
+    """The run's summary, config and evaluation curve as one small JSON in the repository."""
+    from stridelab.report import read_scalars
+
+    run_dir = args.runs / run["name"]
+    curve = read_scalars(run_dir).get("eval/episodic_return", [])
+    data = {**run, "summary": json.loads((run_dir / "summary.json").read_text()),
+            "config": json.loads((run_dir / "config.json").read_text()),
+            "eval_curve": [[int(s), float(v)] for s, v in curve]}
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"{run['name']}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    if args.commit:
+        _commit(path, f"grid {args.name}: {run['name']} (eval return {data['summary'].get('eval/episodic_return', float('nan')):.0f})")
+    return path
+
+
+def _commit(path: Path, message: str) -> None:
+    for _ in range(5):  # another commit may hold the index for a moment
+        add = subprocess.run(["git", "-C", str(ROOT), "add", str(path)], capture_output=True)
+        done = subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", message, "--", str(path)],
+                              capture_output=True)
+        if add.returncode == 0 and done.returncode == 0:
+            return
+        time.sleep(2)
+    print(f"[grid] could not commit {path}: {done.stderr.decode().strip()}", file=sys.stderr)
+
+
+def run_local(todo: list[dict], args: argparse.Namespace) -> int:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    jobs = max(1, min(args.jobs or len(cpus), len(cpus)))
+    free = [tuple(cpus[i::jobs]) for i in range(jobs)]
+    running: list[subprocess.Popen] = []
+    failed = 0
+    while todo or running:
+        while todo and free:
+            running.append(start(todo.pop(0), args, free.pop(0)))
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            running.remove(proc)
+            proc.log.close()  # type: ignore[attr-defined]
+            free.append(proc.cores)  # type: ignore[attr-defined]
+            if proc.returncode == 0:
+                print(f"[grid] {proc.run['name']} done: {record(proc.run, args)}", flush=True)  # type: ignore[attr-defined]
+            else:
+                failed += 1
+                print(f"[grid] {proc.run['name']} failed (exit {proc.returncode}); log in {args.runs}", flush=True)  # type: ignore[attr-defined]
+    return failed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--name", required=True, help="the grid's name (folder of its results)")
+    p.add_argument("--env", nargs="+", required=True)
+    p.add_argument("--algos", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--total-steps", type=int, required=True)
+    p.add_argument("--vary", nargs="*", default=[], help="NAME=V1,V2 ...: config fields to grid over")
+    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per core)")
+    p.add_argument("--nice", type=int, default=19, help="priority of the runs (default 19: beside other work)")
+    p.add_argument("--commit", action="store_true", help="git-commit each run's JSON as it finishes")
+    p.add_argument("--runs", type=Path, default=None, help="run directories (default runs/grids/NAME)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="where the runs' JSONs go (default benchmarks/results/grids/NAME)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs still to do and stop")
+    args, args.extra = p.parse_known_args()
+    args.runs = (args.runs or ROOT / "runs" / "grids" / args.name).resolve()
+    args.results = (args.results or ROOT / "benchmarks" / "results" / "grids" / args.name).resolve()
+    todo = plan(args)
+    print(f"[grid] {args.name}: {len(todo)} runs to do", flush=True)
+    if args.dry_run:
+        for run in todo:
+            print("  " + " ".join(command(run, args)))
+        return
+    sys.exit(1 if run_local(todo, args) else 0)
+
+
+if __name__ == "__main__":
+    main()
