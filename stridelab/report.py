@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -243,6 +244,99 @@ def plot_diagnostics(groups: dict[str, list[RunData]], path: Path) -> Path | Non
     return path
 
 
+def plot_pairwise(groups: dict[str, list[RunData]], pairs: list[dict[str, Any]], path: Path) -> Path | None:
+    """``P(row beats column)`` for every pair of algorithms, as a matrix (from three algorithms)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    if len(names) < 3:
+        return None
+    matrix = np.full((len(names), len(names)), np.nan)
+    for p in pairs:
+        i, j = names.index(p["x"]), names.index(p["y"])
+        matrix[i, j], matrix[j, i] = p["p"], 1.0 - p["p"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 0.9 + 0.8 * len(names)), constrained_layout=True)
+    ax.imshow(matrix, cmap="RdBu", vmin=0, vmax=1)
+    for i, j in itertools.product(range(len(names)), repeat=2):
+        if i != j:
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if abs(matrix[i, j] - 0.5) > 0.3 else "black")  # legible on the dark ends
+    ax.set_xticks(range(len(names)), [n.upper() for n in names], rotation=30)
+    ax.set_yticks(range(len(names)), [n.upper() for n in names])
+    ax.set_title("P(row's final return > column's)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def factor_cells(groups: dict[str, list[RunData]]) -> dict[tuple[str, str], np.ndarray] | None:
+    """The final returns of the 2 x 2 design (core: clip / trust region; optimizations: off / on)
+    by each algorithm's registry factors; None unless all four cells have runs."""
+    from stridelab.algos import algorithm_names, get
+
+    cells: dict[tuple[str, str], list[float]] = {}
+    for algo, runs in groups.items():
+        factors = get(algo).factors if algo in algorithm_names() else {}
+        key = (factors.get("core", ""), factors.get("optimizations", ""))
+        if key[0] in ("clip", "trust region") and key[1] in ("off", "on"):
+            cells.setdefault(key, []).extend(r.final_return for r in runs)
+    if len(cells) < 4:
+        return None
+    return {k: np.asarray(v, dtype=np.float64) for k, v in cells.items()}
+
+
+def factor_effects(cells: dict[tuple[str, str], np.ndarray], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Effect sizes on the mean final return with 95% bootstrap CIs (seeds resampled within each
+    cell): core (clip minus trust region, averaged over both optimization levels), optimizations
+    (on minus off, averaged over both cores) and their interaction."""
+    def effects(m: dict[tuple[str, str], float]) -> np.ndarray:
+        c_on, c_off, t_on, t_off = (m[k] for k in (("clip", "on"), ("clip", "off"), ("trust region", "on"),
+                                                   ("trust region", "off")))
+        return np.array([((c_on - t_on) + (c_off - t_off)) / 2, ((c_on - c_off) + (t_on - t_off)) / 2,
+                         (c_on - c_off) - (t_on - t_off)])
+
+    rng = np.random.default_rng(seed)
+    point = effects({k: float(v.mean()) for k, v in cells.items()})
+    boot = np.stack([effects({k: float(rng.choice(v, len(v)).mean()) for k, v in cells.items()})
+                     for _ in range(N_RESAMPLES)])
+    lo, hi = np.quantile(boot, [(1 - CONFIDENCE) / 2, 1 - (1 - CONFIDENCE) / 2], axis=0)
+    names = ("core: clip - trust region", "optimizations: on - off", "interaction")
+    return {n: {"effect": float(e), "ci": (float(a), float(b))} for n, e, a, b in zip(names, point, lo, hi)}
+
+
+def plot_factors(cells: dict[tuple[str, str], np.ndarray], effects: dict[str, dict[str, float]], path: Path) -> Path:
+    """Left: mean final return of each cell (with its bootstrap CI) against the optimizations,
+    one line per core method. Right: the effects with their CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for core, col in (("clip", "C0"), ("trust region", "C1")):
+        means = [cells[(core, o)].mean() for o in ("off", "on")]
+        cis = [bootstrap_ci(cells[(core, o)]) for o in ("off", "on")]
+        err = np.array([[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]])
+        left.errorbar([0, 1], means, yerr=err, color=col, marker="o", capsize=4, lw=2, label=core)
+    left.set_xticks([0, 1], ["code-level optimizations off", "on"])
+    left.set_ylabel("mean final return (95% CI)")
+    left.legend(fontsize=9)
+    left.grid(alpha=0.3)
+    for i, (name, e) in enumerate(effects.items()):
+        right.plot(e["ci"], [i, i], color="C2", lw=6, alpha=0.4, solid_capstyle="butt")
+        right.plot([e["effect"]], [i], "|", color="C2", ms=20, mew=3)
+    right.axvline(0, color="gray", lw=1)
+    right.set_yticks(range(len(effects)), list(effects))
+    right.set_xlabel("effect on the mean final return (95% bootstrap CI)")
+    right.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_final(groups: dict[str, list[RunData]], path: Path) -> Path:
     import matplotlib
 
@@ -314,6 +408,11 @@ def build_report(out: Path) -> dict[str, Any]:
         "diagnostics": plot_diagnostics(groups, figs / "diagnostics.png"),
     }
     result = {"algorithms": final_stats(groups), "pairs": pairwise(groups)}
+    images["pairwise"] = plot_pairwise(groups, result["pairs"], figs / "pairwise.png")
+    cells = factor_cells(groups)
+    if cells is not None:
+        result["factors"] = factor_effects(cells)
+        images["factors"] = plot_factors(cells, result["factors"], figs / "factors.png")
     blocks = _blocks(out, runs, groups, images, result)
     (out / "report.md").write_text(_to_markdown(blocks, out))
     (out / "report.html").write_text(_to_html(blocks, runs[0].env))
@@ -400,6 +499,16 @@ def _hyperparameter_rows(groups: dict[str, list[RunData]]) -> list[list[str]]:
     return rows
 
 
+def _factor_blocks(effects: dict[str, dict[str, float]], image: Path) -> list[tuple[str, Any]]:
+    rows = [[name, _fmt(e["effect"]), f"[{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}]"] for name, e in effects.items()]
+    return [("h2", "What each piece adds: the core method and the code-level optimizations"),
+            ("p", "The runs in a 2 x 2 design (Engstrom et al. 2020): the core method (PPO's clip or TRPO's trust "
+                  "region) and the code-level optimizations (off or on), each algorithm placed by its registry "
+                  "factors (the switches behind them are in the hyperparameter table). Effects on the mean final "
+                  "return, each averaged over the other factor's levels, with 95% bootstrap CIs over seeds."),
+            ("img", image), ("table", (["effect", "size", "95% CI"], rows))]
+
+
 def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], images: dict[str, Path],
             result: dict[str, Any]) -> list[tuple[str, Any]]:
     """The report's content, in order, for the Markdown and HTML writers."""
@@ -427,8 +536,13 @@ def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], im
         ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "runs' returns"],
                    _final_rows(result["algorithms"]))),
     ]
-    if result["pairs"]:
+    if images.get("pairwise") is not None:
+        blocks += [("p", "Probability of improvement between every two algorithms (a random seed of the row's "
+                         "algorithm ends above a random seed of the column's):"), ("img", images["pairwise"])]
+    elif result["pairs"]:
         blocks.append(("p", _pairs_text(result["pairs"])))
+    if "factors" in result:
+        blocks += _factor_blocks(result["factors"], images["factors"])
     if images["diagnostics"] is not None:
         blocks += [("h2", "How far each update moves the policy"),
                    ("p", "After every update, on the whole batch: the KL from the old policy to the new (mean and "

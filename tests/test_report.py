@@ -90,3 +90,30 @@ def test_confidence_band_and_intervals_behave():
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
     assert bootstrap_ci(np.array([3.0])) == (3.0, 3.0)
     assert iqm(np.array([1.0, 2.0, 3.0, 4.0, 100.0, -100.0, 2.5, 3.5])) == pytest.approx(np.mean([2.0, 2.5, 3.0, 3.5]))
+
+
+def test_a_two_by_two_study_gets_its_factor_effects_and_a_pairwise_matrix(tmp_path):
+    """PPO, PPO-M, TRPO, TRPO+ with known finals: the effects are the cell means' differences,
+    written out here by hand, and the report shows the matrix, the factor plot and the table."""
+    finals = {"ppo": [3000.0, 3100.0, 3200.0], "ppo-m": [2000.0, 2100.0, 2200.0],
+              "trpo": [1500.0, 1600.0, 1700.0], "trpo+": [2900.0, 3000.0, 3100.0]}
+    for algo, values in finals.items():
+        for seed, final in enumerate(values, start=1):
+            make_run(tmp_path, algo, seed, final, slope=final)
+    result = build_report(tmp_path)
+    m = {k: np.mean(v) for k, v in finals.items()}
+    core = ((m["ppo"] - m["trpo+"]) + (m["ppo-m"] - m["trpo"])) / 2  # clip minus trust region
+    optimizations = ((m["ppo"] - m["ppo-m"]) + (m["trpo+"] - m["trpo"])) / 2
+    interaction = (m["ppo"] - m["ppo-m"]) - (m["trpo+"] - m["trpo"])
+    effects = result["factors"]
+    assert effects["core: clip - trust region"]["effect"] == pytest.approx(core)  # 300
+    assert effects["optimizations: on - off"]["effect"] == pytest.approx(optimizations)  # 1,200
+    assert effects["interaction"]["effect"] == pytest.approx(interaction)  # -400
+    lo, hi = effects["optimizations: on - off"]["ci"]
+    assert lo <= optimizations <= hi and lo > 0  # every "on" seed beats every "off" seed
+    assert len(result["pairs"]) == 6
+    assert (tmp_path / "figures" / "pairwise.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "factors.png").stat().st_size > 10_000
+    md = (tmp_path / "report.md").read_text()
+    assert "What each piece adds" in md and "| optimizations: on - off | 1,200 |" in md
+    assert "| normalize_obs |" in md  # the switches in the hyperparameter table

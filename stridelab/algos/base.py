@@ -96,41 +96,47 @@ class AlgoEntry:
     fields: tuple[str, ...]
     switches: dict[str, Any] = field(default_factory=dict)
     base: str = ""  # the algorithm a variant varies ("" for an algorithm of its own)
+    # Its place in an ablation: "core" (clip, trust region, ...) and "optimizations" (on, off),
+    # the two factors of Engstrom et al. 2020's study, which the report separates.
+    factors: dict[str, str] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, AlgoEntry] = {}
 
 
 def register(name: str, preset: str | None = None, description: str = "",
-             fields: tuple[str, ...] = ()) -> Callable[[type], type]:
+             fields: tuple[str, ...] = (), factors: dict[str, str] | None = None) -> Callable[[type], type]:
     """Class decorator: make ``cls`` the algorithm called ``name``."""
 
     def add(cls: type) -> type:
         cls.name = name
         _REGISTRY[name] = AlgoEntry(name, cls, preset or name, description or (cls.__doc__ or "").split("\n")[0],
-                                    tuple(fields))
+                                    tuple(fields), factors=dict(factors or {}))
         return cls
 
     return add
 
 
-def register_variant(name: str, base: str, switches: dict[str, Any], description: str = "") -> None:
+def register_variant(name: str, base: str, switches: dict[str, Any], description: str = "",
+                     factors: dict[str, str] | None = None) -> None:
     """Register ``name`` as algorithm ``base`` with ``switches`` set (config fields; they win over
-    every preset table, and a flag on the command line wins over them)."""
+    every preset table, and a flag on the command line wins over them). ``factors`` update the
+    base's."""
     entry = _REGISTRY[base]
     _REGISTRY[name] = AlgoEntry(name, entry.cls, entry.preset, description or f"{base} with {switches}",
-                                entry.fields, dict(switches), base)
+                                entry.fields, dict(switches), base, {**entry.factors, **(factors or {})})
 
 
 def register_preset_variants() -> None:
     """The variants ``presets/defaults.toml`` defines under ``[variants.<name>]`` (``base``,
-    ``description``, then switches)."""
+    ``description``, the ``core`` and ``optimizations`` factors, then switches)."""
     from stridelab.presets import load_presets
 
     for name, table in load_presets().get("variants", {}).items():
         values = dict(table)
         base, description = values.pop("base"), values.pop("description", "")
-        register_variant(name, base, values, description)
+        factors = {k: values.pop(k) for k in ("core", "optimizations") if k in values}
+        register_variant(name, base, values, description, factors)
 
 
 def unregister(name: str) -> None:

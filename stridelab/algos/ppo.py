@@ -15,7 +15,8 @@ PPO_FIELDS = ("learning_rate", "anneal_lr", "update_epochs", "num_minibatches", 
               "target_kl")
 
 
-@register("ppo", description="proximal policy optimization (clipped surrogate)", fields=PPO_FIELDS)
+@register("ppo", description="proximal policy optimization (clipped surrogate)", fields=PPO_FIELDS,
+          factors={"core": "clip", "optimizations": "on"})
 class PPOAlgorithm(Algorithm):
     """Proximal policy optimization (Schulman et al. 2017) on an
     :class:`~stridelab.models.ActorCritic`.

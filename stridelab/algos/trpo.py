@@ -17,7 +17,8 @@ TRPO_FIELDS = ("max_kl", "damping", "cg_iters", "backtrack_ratio", "max_backtrac
                "vf_learning_rate", "vf_epochs", "vf_minibatches")
 
 
-@register("trpo", description="trust region policy optimization", fields=TRPO_FIELDS)
+@register("trpo", description="trust region policy optimization", fields=TRPO_FIELDS,
+          factors={"core": "trust region", "optimizations": "off"})
 class TRPOAlgorithm(Algorithm):
     """Trust region policy optimization (Schulman et al. 2015) on the same rollout, GAE and
     networks as PPO.
@@ -98,7 +99,7 @@ class TRPOAlgorithm(Algorithm):
 
 
 @register("npg", preset="trpo", description="natural policy gradient (TRPO's step, no line search)",
-          fields=TRPO_FIELDS)
+          fields=TRPO_FIELDS, factors={"core": "natural gradient", "optimizations": "off"})
 class NPGAlgorithm(TRPOAlgorithm):
     """Natural policy gradient (Kakade 2001; the "truncated natural policy gradient" of Schulman
     et al.'s TRPO paper): TRPO's step, direction ``F^-1 g`` by conjugate gradient and length set by

@@ -15,7 +15,8 @@ from stridelab.rollout import Batch
 VPG_FIELDS = ("learning_rate", "anneal_lr", "vf_learning_rate", "vf_epochs", "vf_minibatches")
 
 
-@register("vpg", preset="vpg", description="vanilla policy gradient (one Adam step per batch)", fields=VPG_FIELDS)
+@register("vpg", preset="vpg", description="vanilla policy gradient (one Adam step per batch)", fields=VPG_FIELDS,
+          factors={"core": "plain gradient", "optimizations": "off"})
 class VPGAlgorithm(Algorithm):
     """REINFORCE with GAE advantages (Williams 1992; Schulman et al. 2016), as OpenAI Spinning
     Up's VPG: one Adam step on ``-mean(log pi(a|s) * A)`` over the whole batch, then the same
