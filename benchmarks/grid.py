@@ -90,10 +90,14 @@ def record(run: dict, args: argparse.Namespace) -> Path:
     from stridelab.report import read_scalars
 
     run_dir = args.runs / run["name"]
-    curve = read_scalars(run_dir).get("eval/episodic_return", [])
+    scalars = read_scalars(run_dir)
+    curve = scalars.get("eval/episodic_return", [])
+    # How far the updates moved the policy: each diagnostic's mean over training, and its largest value.
+    moves = {tag.split("/", 1)[1]: {"mean": sum(v for _, v in series) / len(series), "max": max(v for _, v in series)}
+             for tag, series in scalars.items() if tag.startswith("diagnostics/") and series}
     data = {**run, "summary": json.loads((run_dir / "summary.json").read_text()),
             "config": json.loads((run_dir / "config.json").read_text()),
-            "eval_curve": [[int(s), float(v)] for s, v in curve]}
+            "eval_curve": [[int(s), float(v)] for s, v in curve], "diagnostics": moves}
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{run['name']}.json"
     tmp = path.with_suffix(".tmp")
