@@ -60,6 +60,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line and exit code 2; flags are matched whole (argparse's abbreviations
+    would turn ``compare --seed 3`` into ``--seeds 3``: six long runs nobody asked for)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> typing.NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 

@@ -102,6 +102,9 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
     (["compare", "--algos", "ppo", "ppo"], "lists an algorithm twice"),
     (["compare", "--seeds", "0"], "--seeds must be a positive integer"),
     (["compare", "--algos", "sac"], "unknown algo 'sac'"),
+    (["train", "--total", "5"], "unrecognized arguments: --total 5"),  # no abbreviations ...
+    (["compare", "--seed", "3"], "--seed is set by compare itself"),  # ... so this is not --seeds 3
+    (["train", "--hidden-sizes", "64", "x"], "expected an integer, got 'x'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, needle):
     proc = stridelab(*args, timeout=120)
