@@ -49,7 +49,8 @@ def test_jax_policy_equals_the_torch_policy(hidden, activation, state_dependent_
             agent.policy.log_std.add_(torch.linspace(-0.5, 0.5, 8))
     mean_j, std_j = jax_policy.mean_std(jax_policy.policy_params(agent), jnp.asarray(obs.numpy()),
                                          agent.obs_rms.clip, agent.policy.min_std, layers)
-    mean_t, std_t = agent.dist_params(obs)
+    with torch.no_grad():
+        mean_t, std_t = agent.dist_params(obs)
     assert float(mean_t.abs().mean()) > 0.1 and float(std_t.std()) > 1e-3  # not about zeros or constants
     assert layers[-1] == ("softplus_std" if state_dependent_std else "log_std")
     # float32 both sides, summed in another order: pre-activations of tens give differences of 1e-5

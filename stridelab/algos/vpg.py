@@ -55,7 +55,7 @@ class VPGAlgorithm(Algorithm):
             kl = float(gaussian_kl(batch.mean_old, batch.std_old, new_mean, new_std).mean())
             entropy = float(gaussian_entropy(new_std).mean())
         self.critic.prepare(batch, obs_n)
-        return {"losses/policy_loss": float(loss), "losses/entropy": entropy, "losses/approx_kl": kl}
+        return {"losses/policy_loss": float(loss.detach()), "losses/entropy": entropy, "losses/approx_kl": kl}
 
     def update_value(self, batch: Batch) -> dict[str, float]:
         return self.critic.fit(batch)
