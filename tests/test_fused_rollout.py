@@ -102,7 +102,8 @@ def test_fused_rollout_replays_step_by_step():
     assert bool(storage.dones[4].all()) and bool(storage.dones[9].all())
 
     # The samples follow the policy: standardized noise ~ N(0, 1), independent across steps.
-    mean, std = agent.dist_params(storage.obs.reshape(T * N, -1))
+    with torch.no_grad():
+        mean, std = agent.dist_params(storage.obs.reshape(T * N, -1))
     z = (storage.actions.reshape(T * N, -1) - mean) / std
     assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
     assert float(torch.corrcoef(torch.stack([z[:-N].flatten(), z[N:].flatten()]))[0, 1]) < 0.1
