@@ -335,7 +335,8 @@ def _write_report(out: Path) -> int:
     result = build_report(out)
     for algo, s in result["algorithms"].items():
         print(f"{algo.upper():>5}: IQM {s['iqm']:.0f} [{s['iqm_ci'][0]:.0f}, {s['iqm_ci'][1]:.0f}], "
-              f"mean {s['mean']:.0f} +- {s['std']:.0f} over {len(s['returns'])} runs")
+              f"mean {s['mean']:.0f} +- {s['std']:.0f}, worst seed {s['worst']:.0f} of {len(s['returns'])} runs "
+              f"(spread {s['best'] - s['worst']:.0f})")
     for p in result["pairs"]:
         print(f"P({p['x'].upper()} beats {p['y'].upper()}) = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
     print(f"report:      {out / 'report.html'} (self-contained) and {out / 'report.md'}")

@@ -436,7 +436,7 @@ def final_stats(groups: dict[str, list[RunData]]) -> dict[str, dict[str, Any]]:
         x = np.array([r.final_return for r in rs])
         result[algo] = {"returns": x.tolist(), "iqm": float(iqm(x)), "iqm_ci": bootstrap_ci(x, iqm),
                         "mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-                        "mean_ci": bootstrap_ci(x, np.mean)}
+                        "mean_ci": bootstrap_ci(x, np.mean), "worst": float(x.min()), "best": float(x.max())}
     return result
 
 
@@ -458,7 +458,7 @@ def _final_rows(stats_: dict[str, dict[str, Any]]) -> list[list[str]]:
     for algo, s in stats_.items():
         (ilo, ihi), (mlo, mhi) = s["iqm_ci"], s["mean_ci"]
         rows.append([algo.upper(), str(len(s["returns"])), f"{_fmt(s['iqm'])} [{_fmt(ilo)}, {_fmt(ihi)}]",
-                     f"{_fmt(s['mean'])} +- {_fmt(s['std'])}", f"[{_fmt(mlo)}, {_fmt(mhi)}]",
+                     f"{_fmt(s['mean'])} +- {_fmt(s['std'])}", f"[{_fmt(mlo)}, {_fmt(mhi)}]", _fmt(s["worst"]),
                      ", ".join(_fmt(v) for v in s["returns"])])
     return rows
 
@@ -533,7 +533,7 @@ def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], im
               "50% of runs; with fewer than 4 runs nothing is trimmed and it equals the mean); CIs: 95% "
               "percentile bootstrap over seeds (with 3 seeds these intervals are wide: read them as such)."),
         ("img", images["final"]),
-        ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "runs' returns"],
+        ("table", (["algorithm", "runs", "IQM [95% CI]", "mean +- std", "95% CI of mean", "worst seed", "runs' returns"],
                    _final_rows(result["algorithms"]))),
     ]
     if images.get("pairwise") is not None:

@@ -44,6 +44,7 @@ def test_iqm_and_mean_of_known_final_returns(report):
     assert stats["ppo"]["iqm"] == pytest.approx(300.0)  # middle 50% of 5 runs: 200, 300, 400
     assert stats["ppo"]["mean"] == pytest.approx(np.mean(PPO_FINAL))
     assert stats["trpo"]["iqm"] == pytest.approx(22_000.0)
+    assert (stats["ppo"]["worst"], stats["ppo"]["best"]) == (100.0, 10_000.0)  # the worst seed beside the IQM
     for algo, finals in (("ppo", PPO_FINAL), ("trpo", TRPO_FINAL)):
         lo, hi = stats[algo]["iqm_ci"]
         assert min(finals) <= lo <= stats[algo]["iqm"] <= hi <= max(finals)
