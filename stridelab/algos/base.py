@@ -65,6 +65,13 @@ class Algorithm:
         metrics.update(self.update_value(batch))
         return metrics
 
+    def gradient_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                      params: list[torch.nn.Parameter]) -> None:
+        """One step of ``optimizer`` on ``loss`` for ``params``: gradients averaged over the
+        data-parallel processes, then their norm clipped to ``max_grad_norm`` (with ``clip_grad``).
+        Parameters left out keep gradients of None, so the optimizer leaves them alone."""
+        gradient_step(optimizer, loss, params, self.comm, self.cfg)
+
     def set_progress(self, fraction_done: float) -> None:
         """Called before each iteration with the share of training done (for schedules)."""
 
@@ -81,6 +88,17 @@ class Algorithm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.nn.Parameter],
+                  comm: Comm, cfg: Any) -> None:
+    """See :meth:`Algorithm.gradient_step` (also used by the critic helper)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    comm.average_gradients(params)
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from stridelab.algos.base import gradient_step
 from stridelab.ops import explained_variance, value_loss
 from stridelab.rollout import Batch
 
@@ -43,12 +44,7 @@ class AdamCritic:
             for start in range(0, len(batch), mb_size):
                 idx = perm[start : start + mb_size]
                 loss = value_loss(value(obs_n[idx]), batch.returns[idx], batch.values_old[idx], clip)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.comm.average_gradients(list(value.parameters()))
-                if cfg.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(value.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                gradient_step(self.optimizer, loss, list(value.parameters()), self.comm, cfg)
                 total += loss.detach()
                 n += 1
         self._plan = None

@@ -94,7 +94,8 @@ class PPOAlgorithm(Algorithm):
         logp = gaussian_log_prob(mean, std, act)
         pg_loss, m = clipped_surrogate_loss(logp, logp_old, adv, cfg.clip_coef)
         entropy = gaussian_entropy(std).mean()
-        self._step(pg_loss - cfg.ent_coef * entropy, list(self.agent.policy.parameters()))
+        self.gradient_step(self.optimizers["optimizer"], pg_loss - cfg.ent_coef * entropy,
+                           list(self.agent.policy.parameters()))
         sums += torch.stack([pg_loss.detach(), entropy.detach(), m["approx_kl"], m["clipfrac"]])
         return m["approx_kl"]
 
@@ -106,19 +107,8 @@ class PPOAlgorithm(Algorithm):
         clip = self.cfg.clip_coef if self.cfg.clip_vloss else None
         for obs, ret, v_old in self._taken:
             v_loss = value_loss(self.agent.value(obs), ret, v_old, clip)
-            self._step(self.cfg.vf_coef * v_loss, params)
+            self.gradient_step(self.optimizers["optimizer"], self.cfg.vf_coef * v_loss, params)
             total += v_loss.detach()
         with torch.no_grad():
             ev = float(explained_variance(batch.values_old, batch.returns))
         return {"losses/value_loss": float(total) / len(self._taken), "losses/explained_variance": ev}
-
-    def _step(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
-        """One Adam step of ``params`` on ``loss``: the other network's gradients stay None,
-        so Adam leaves it (and its moments) alone."""
-        optimizer = self.optimizers["optimizer"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.comm.average_gradients(params)
-        if self.cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        optimizer.step()

@@ -43,13 +43,7 @@ class VPGAlgorithm(Algorithm):
         params = list(self.agent.policy.parameters())
         mean, std = self.agent.policy(obs_n)
         loss = -(gaussian_log_prob(mean, std, batch.actions) * adv).mean()
-        optimizer = self.optimizers["policy_optimizer"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.comm.average_gradients(params)
-        if self.cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        optimizer.step()
+        self.gradient_step(self.optimizers["policy_optimizer"], loss, params)
         with torch.no_grad():
             new_mean, new_std = self.agent.policy(obs_n)
             kl = float(gaussian_kl(batch.mean_old, batch.std_old, new_mean, new_std).mean())
