@@ -36,8 +36,12 @@ CLOCKS = ("charts/SPS", "charts/rollout_seconds", "charts/batch_seconds", "chart
 
 def run_one(name: str, flags: list[str], root: Path) -> dict[str, list[tuple[int, float]]]:
     run_dir = root / name
+    import torch
+
+    # torch's own thread count throughout, as before issue 21: with --torch-threads auto the
+    # count follows the machine's load, and a reduction split over fewer threads rounds otherwise.
     cmd = [sys.executable, "-m", "stridelab", "train", *flags, "--seed", "1", "--eval-episodes", "4",
-           "--eval-every", "0", "--no-progress", "--run-dir", str(run_dir)]
+           "--eval-every", "0", "--no-progress", "--run-dir", str(run_dir), "--torch-threads", str(torch.get_num_threads())]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     from stridelab.report import read_scalars
 

@@ -150,7 +150,7 @@ def test_training_with_two_shards(tmp_path):
 import json
 from stridelab.config import build_config
 from stridelab.train import train
-cfg = build_config({{"env": "hopper", "algo": "ppo", "num_envs": {N}, "num_steps": 8, "total_steps": {N * 8 * 3},
+cfg = build_config({{"env": "hopper", "algo": "ppo", "num_envs": 64, "num_steps": 8, "total_steps": 64 * 8 * 2,
                     "env_shards": "2", "eval_episodes": 2, "eval_every": 0, "progress": False,
                     "run_dir": {str(tmp_path)!r}}})
 s = train(cfg)
@@ -158,5 +158,5 @@ print(json.dumps({{"steps": s["global_step"], "fused": s["rollout/fused"], "eval
                   "shards": json.load(open({str(tmp_path / "config.json")!r}))["env_shards"]}}))
 """
     out = _child(code)
-    assert out["steps"] == N * 8 * 3 and out["fused"] == 1.0 and out["shards"] == "2"
+    assert out["steps"] == 64 * 8 * 2 and out["fused"] == 1.0 and out["shards"] == "2"
     assert out["eval"] == out["eval"]  # a number, not NaN
