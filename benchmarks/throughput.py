@@ -97,8 +97,10 @@ def simulator(env_name: str, num_envs: int, backend: str, seconds: float, sharde
     reset = jax.vmap(env.reset)
     if shards > 1:  # as stridelab's envs split a batch: one shard per XLA device (a core)
         mesh, envs = Mesh(np.array(jax.devices()[:shards]), ("envs",)), PartitionSpec("envs")
-        scan = jax.shard_map(scan, mesh=mesh, in_specs=(envs, PartitionSpec()), out_specs=envs)
-        reset = jax.shard_map(reset, mesh=mesh, in_specs=envs, out_specs=envs)
+        # check_vma off: Brax writes constants into its state's metrics, which the type check
+        # takes for values replicated over shards, unlike the rest of the scan's carry.
+        scan = jax.shard_map(scan, mesh=mesh, in_specs=(envs, PartitionSpec()), out_specs=envs, check_vma=False)
+        reset = jax.shard_map(reset, mesh=mesh, in_specs=envs, out_specs=envs, check_vma=False)
     run = jit(scan)  # compiled as stridelab compiles its own programs (CPU_COMPILER_OPTIONS)
     keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
     state = jit(reset)(keys if shards == 1 else jax.device_put(keys, NamedSharding(mesh, envs)))

@@ -34,8 +34,9 @@ def _busy_seconds(cpus: list[int]) -> float | None:
     for line in lines:
         name, *fields = line.split()
         if name in wanted:
-            ticks = [int(x) for x in fields]
-            busy += sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # all but idle and iowait
+            # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+            ticks = [int(x) for x in fields[:8]]
+            busy += sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
     return busy / _TICKS
 
 

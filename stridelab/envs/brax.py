@@ -327,9 +327,12 @@ class BraxVecEnv:
 
     def _program(self, fun: Callable, in_specs: Any, out_specs: Any, donate: tuple[int, ...] = ()) -> Any:
         """``fun`` jitted; with several shards each runs it on its own envs (``jax.shard_map``,
-        arrays split along the specs' ``envs`` axis, the others replicated)."""
+        arrays split along the specs' ``envs`` axis, the others replicated). ``check_vma`` is
+        off: some Brax tasks write constants into their state, which JAX's check types as
+        replicated where the loops' carries hold them per env; what is replicated here (keys,
+        step counter, ``halted``) is so by construction (:meth:`_local`, :meth:`_any`)."""
         if self._mesh is not None:
-            fun = jax.shard_map(fun, mesh=self._mesh, in_specs=in_specs, out_specs=out_specs)
+            fun = jax.shard_map(fun, mesh=self._mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
         return jit(fun, self._jax_device, donate_argnums=donate)
 
     def _put(self, x: Any, spec: P = P()) -> Any:
