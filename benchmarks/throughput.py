@@ -6,6 +6,8 @@ One command, one run, so the ratios are measured side by side on the same (noisy
     python benchmarks/throughput.py                       # table + benchmarks/results/throughput.json
     python benchmarks/throughput.py --scaling             # steps/s against num_envs, 64 to 8192,
                                                           # + docs/img/throughput_scaling.png
+    python benchmarks/throughput.py --time-to-return 3000 # wall-clock to the first evaluation
+                                                          # >= 3000: stridelab PPO, TRPO, Brax PPO
 
 Each measurement runs in its own process (in turn, never two at once), so peak memory and the
 time from the process's start to its first update (imports and compilation included) belong
@@ -14,7 +16,14 @@ to that measurement alone. Steps per second are steady-state: compilation exclud
 Measured:
 
 * ``simulator``: Brax's ``env.step`` for ``num_envs`` envs, vmapped, random actions, 16 steps per
-  jitted ``lax.scan`` and no torch anywhere: the simulator's limit on this machine.
+  jitted ``lax.scan`` and no torch anywhere, on one XLA device: the simulator's limit as
+  stridelab used it before issue 21 (the baseline of the ``x sim`` column).
+* ``simulator-sharded``: the same program with the batch split over one XLA CPU device per core
+  (``jax.shard_map``), as stridelab's Brax envs now step it: one process's physics capacity
+  (the ``x sharded`` column).
+* ``pinned-processes``: one ``simulator`` process per core, each pinned to its core
+  (``taskset``) with ``num_envs / cores`` envs, run at once; their steps/s summed: the machine's
+  physics capacity (the ``x pinned`` column).
 * The simulator is measured again between every two other measurements (the machine's speed
   drifts by 10-20% within minutes); each ratio is to the mean of the simulator runs just before
   and after it, and ``simulator-again`` in the table is the last of them. ``--no-bracket``
@@ -23,12 +32,15 @@ Measured:
   simulator runs; the table shows the median ratio and the range (one run can be off by 0.1).
 * ``simulator-torch``: the same through stridelab's torch adapter, one step per call (what a
   user stepping ``BraxVecEnv`` from torch gets).
-* ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout).
+* ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout,
+  the batch sharded over every core). ``stridelab-ppo-1shard`` / ``stridelab-trpo-1shard``: the
+  same on one XLA device (``--env-shards 1``), as before issue 21.
 * ``stridelab-ppo-sequential``: PPO with ``--no-overlap-critic`` (the value net's update does not
   run alongside the next rollout).
 * ``stridelab-ppo-stepwise``: PPO with ``--no-fused-rollout`` (the policy in torch, stepped from Python).
 * ``brax-ppo``: ``brax.training.agents.ppo.train`` with Brax's published Ant settings at the same
-  env count (its ``training/sps``, evaluation excluded), compiled with the XLA CPU options
+  env count and as many XLA devices as ``--brax-devices`` (default: one per core; Brax's trainer
+  ``pmap``s over them) (its ``training/sps``, evaluation excluded), compiled with the XLA CPU options
   stridelab's own programs use (``XLA_FLAGS``; see ``CPU_COMPILER_OPTIONS``), as is ``simulator``. On JAX 0.10 it needs
   ``jax.device_put_replicated``, removed from JAX's public API but still in ``jax._src.api``.
 * ``sb3-ppo`` / ``sb3-trpo``: Stable-Baselines3 PPO and sb3-contrib TRPO on Gymnasium's Ant-v5
@@ -50,8 +62,11 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-PARTS = ["simulator", "simulator-torch", "stridelab-ppo", "stridelab-trpo", "stridelab-ppo-sequential",
-         "stridelab-ppo-stepwise", "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
+PARTS = ["simulator", "simulator-sharded", "pinned-processes", "simulator-torch", "stridelab-ppo", "stridelab-trpo",
+         "stridelab-ppo-1shard", "stridelab-trpo-1shard", "stridelab-ppo-sequential", "stridelab-ppo-stepwise",
+         "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
+# The physics capacities every part is also measured against: part -> its column's key.
+CAPACITY = {"simulator-sharded": "x_sharded", "pinned-processes": "x_pinned"}
 
 
 def _peak_rss_mib() -> float:
@@ -60,22 +75,35 @@ def _peak_rss_mib() -> float:
 
 # --- the measurements (each runs in its own process) ------------------------------------------
 
-def simulator(env_name: str, num_envs: int, backend: str, seconds: float) -> dict:
+def simulator(env_name: str, num_envs: int, backend: str, seconds: float, sharded: bool = False) -> dict:
     import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from stridelab.envs.brax import _import_brax_envs, jit
+    from stridelab.envs.brax import _import_brax_envs, jit, plan_shards
 
     env = _import_brax_envs().get_environment(env_name, backend=backend)
+    shards = plan_shards("auto", num_envs, len(jax.devices()))[0] if sharded else 1
     step = jax.vmap(env.step)
 
     def scan(state, key):  # noqa: ANN001, ANN202
         def body(s, k):  # noqa: ANN001, ANN202
-            a = jax.random.uniform(k, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            a = jax.random.uniform(k, (num_envs // shards, env.action_size), minval=-1.0, maxval=1.0)
             return step(s, a), ()
+        if shards > 1:  # each shard its own actions
+            key = jax.random.fold_in(key, jax.lax.axis_index("envs"))
         return jax.lax.scan(body, state, jax.random.split(key, 16))[0]
 
+    reset = jax.vmap(env.reset)
+    if shards > 1:  # as stridelab's envs split a batch: one shard per XLA device (a core)
+        mesh, envs = Mesh(np.array(jax.devices()[:shards]), ("envs",)), PartitionSpec("envs")
+        # check_vma off: Brax writes constants into its state's metrics, which the type check
+        # takes for values replicated over shards, unlike the rest of the scan's carry.
+        scan = jax.shard_map(scan, mesh=mesh, in_specs=(envs, PartitionSpec()), out_specs=envs, check_vma=False)
+        reset = jax.shard_map(reset, mesh=mesh, in_specs=envs, out_specs=envs, check_vma=False)
     run = jit(scan)  # compiled as stridelab compiles its own programs (CPU_COMPILER_OPTIONS)
-    state = jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    state = jit(reset)(keys if shards == 1 else jax.device_put(keys, NamedSharding(mesh, envs)))
     state = jax.block_until_ready(run(state, jax.random.PRNGKey(1)))
     first = time.perf_counter() - _T0
     calls, t = 0, time.perf_counter()
@@ -85,7 +113,22 @@ def simulator(env_name: str, num_envs: int, backend: str, seconds: float) -> dic
         if calls % 4 == 0:
             jax.block_until_ready(state)
     jax.block_until_ready(state)
-    return {"sps": num_envs * 16 * calls / (time.perf_counter() - t), "first_update_s": first}
+    return {"sps": num_envs * 16 * calls / (time.perf_counter() - t), "first_update_s": first, "shards": shards}
+
+
+def pinned_processes(args: argparse.Namespace) -> dict:
+    """One ``simulator`` per core, pinned to it, ``num_envs / cores`` envs each, all at once."""
+    from stridelab.cores import affinity
+
+    cores = affinity()
+    cmd = [sys.executable, __file__, "--part", "simulator", "--num-envs", str(args.num_envs // len(cores)),
+           "--env", args.env, "--backend", args.backend, "--seconds", str(args.seconds)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "JAX_NUM_CPU_DEVICES": "1"}
+    procs = [subprocess.Popen(["taskset", "-c", str(c), *cmd], stdout=subprocess.PIPE, text=True, env=env)
+             for c in cores]
+    each = [json.loads([ln for ln in p.communicate()[0].splitlines() if ln.startswith("{")][-1]) for p in procs]
+    return {"sps": sum(r["sps"] for r in each), "first_update_s": max(r["first_update_s"] for r in each),
+            "processes": len(cores), "each_sps": [r["sps"] for r in each]}
 
 
 def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) -> dict:
@@ -108,14 +151,14 @@ def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) 
 
 
 def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, iterations: int, fused: bool = True,
-                       overlap: bool = True) -> dict:
+                       overlap: bool = True, shards: str = "auto") -> dict:
     from stridelab.config import build_config
     from stridelab.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = build_config({"algo": algo, "env": env_name, "num_envs": num_envs, "backend": backend,
                             "run_dir": run_dir, "progress": False, "eval_episodes": 0, "fused_rollout": fused,
-                            "overlap_critic": overlap})
+                            "overlap_critic": overlap, "env_shards": shards})
         cfg.total_steps = cfg.batch_size * (iterations + 1)
         before_train = time.perf_counter() - _T0
         summary = train(cfg)
@@ -127,17 +170,20 @@ def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, it
         "batch_fraction": summary["time/batch_s"] / steady,
         "update_fraction": summary["time/update_s"] / steady,
         "batch_size": cfg.batch_size,
+        "update_s_per_iteration": summary["time/update_s"] / iterations,
     }
 
 
-def brax_ppo(env_name: str, num_envs: int, backend: str, steps: int) -> dict:
+def brax_ppo(env_name: str, num_envs: int, backend: str, steps: int, devices: int, num_evals: int = 3) -> dict:
     import functools
 
     from stridelab.envs.brax import xla_flags
 
     # Brax's programs get the XLA setting stridelab compiles its own with (read when JAX's
-    # backend starts, so before anything runs), so the two trainers meet on the same compiler.
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags()}".strip()
+    # backend starts, so before anything runs), so the two trainers meet on the same compiler,
+    # and as many CPU devices as stridelab's sharded envs (Brax pmaps over every local device).
+    count = f"--xla_force_host_platform_device_count={devices}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags()} {count}".strip()
     import jax
 
     if not hasattr(jax, "device_put_replicated"):  # removed from JAX's API; Brax 0.14 still calls it
@@ -153,7 +199,7 @@ def brax_ppo(env_name: str, num_envs: int, backend: str, steps: int) -> dict:
     # Brax's published Ant settings (brax/training/learner.py, the README's notebook), with the
     # batch halved with the env count so one epoch's data is num_envs x unroll x 16 steps.
     train_fn = functools.partial(
-        ppo.train, num_timesteps=steps, num_evals=3, reward_scaling=10, episode_length=1000,
+        ppo.train, num_timesteps=steps, num_evals=num_evals, reward_scaling=10, episode_length=1000,
         normalize_observations=True, action_repeat=1, unroll_length=5, num_minibatches=32,
         num_updates_per_batch=4, discounting=0.97, learning_rate=3e-4, entropy_cost=1e-2,
         num_envs=num_envs, batch_size=num_envs // 2, seed=1, num_eval_envs=16,
@@ -163,8 +209,45 @@ def brax_ppo(env_name: str, num_envs: int, backend: str, steps: int) -> dict:
     # first chunk includes compilation.
     first = reports[1][0] - _T0 if len(reports) > 1 else float("nan")
     sps = float(reports[-1][2]["training/sps"])
-    return {"sps": sps, "first_update_s": first, "eval_return": float(reports[-1][2]["eval/episode_reward"]),
-            "steps": int(reports[-1][1])}
+    start = reports[0][0]  # after the first evaluation, before training: its clock's zero
+    evals = [(int(st), t - start, float(m["eval/episode_reward"])) for t, st, m in reports]
+    return {"evals": evals, "sps": sps, "first_update_s": first, "eval_return": float(reports[-1][2]["eval/episode_reward"]),
+            "steps": int(reports[-1][1]), "devices": jax.local_device_count()}
+
+
+def first_crossing(evals: list[tuple[int, float, float]], target: float) -> dict:
+    """``evals``: (env steps, seconds since training began, eval return), in order -> the first
+    at or above ``target`` (``reached`` false, the best seen, where none is)."""
+    hit = next((e for e in evals if e[2] >= target), None)
+    best = max(evals, key=lambda e: e[2]) if evals else (0, float("nan"), float("nan"))
+    step, seconds, ret = hit or best
+    return {"reached": hit is not None, "steps": step, "seconds": seconds, "eval_return": ret,
+            "evals": [list(e) for e in evals]}
+
+
+def stridelab_to_return(algo: str, args: argparse.Namespace) -> dict:
+    """``stridelab train`` (Ant presets, every core) evaluated every ``--eval-every`` steps up to
+    ``--to-steps``; seconds are the run's own clock (compilation in, evaluations out)."""
+    from stridelab.config import build_config
+    from stridelab.report import read_scalars
+    from stridelab.train import train
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = build_config({"algo": algo, "env": args.env, "num_envs": args.num_envs, "backend": args.backend,
+                            "run_dir": run_dir, "progress": False, "total_steps": args.to_steps,
+                            "eval_every": args.eval_every})
+        summary = train(cfg)
+        scalars = read_scalars(run_dir)
+    clock = dict(scalars["charts/wall_clock"])
+    evals = [(int(st), float(clock.get(st, float("nan"))), float(v)) for st, v in scalars["eval/episodic_return"]]
+    return {**first_crossing(evals, args.time_to_return), "sps": summary["charts/SPS"]}
+
+
+def brax_to_return(args: argparse.Namespace) -> dict:
+    """Brax's PPO (its Ant settings, :func:`brax_ppo`) with an evaluation every ``--eval-every``."""
+    out = brax_ppo(args.env, args.num_envs, args.backend, args.to_steps, args.brax_devices,
+                   num_evals=max(2, args.to_steps // args.eval_every + 1))
+    return {**first_crossing([tuple(e) for e in out.pop("evals")], args.time_to_return), **out}
 
 
 def sb3(algo: str, env_id: str, steps: int) -> dict:
@@ -187,16 +270,23 @@ def sb3(algo: str, env_id: str, steps: int) -> dict:
 
 def run_part(args: argparse.Namespace) -> dict:
     part, n = args.part, args.num_envs
-    if part in ("simulator", "simulator-again"):
-        out = simulator(args.env, n, args.backend, args.seconds)
+    if part in ("simulator", "simulator-again", "simulator-sharded"):
+        out = simulator(args.env, n, args.backend, args.seconds, sharded=part == "simulator-sharded")
+    elif part == "pinned-processes":
+        out = pinned_processes(args)
     elif part == "simulator-torch":
         out = simulator_torch(args.env, n, args.backend, args.seconds)
     elif part.startswith("stridelab-"):
         algo = part.split("-")[1]
         out = stridelab_training(algo, args.env, n, args.backend, args.iterations,
-                                 fused=not part.endswith("stepwise"), overlap=not part.endswith("sequential"))
+                                 fused=not part.endswith("stepwise"), overlap=not part.endswith("sequential"),
+                                 shards="1" if part.endswith("1shard") else "auto")
     elif part == "brax-ppo":
-        out = brax_ppo(args.env, n, args.backend, args.brax_steps)
+        out = brax_ppo(args.env, n, args.backend, args.brax_steps, args.brax_devices)
+    elif part in ("stridelab-ppo-to-return", "stridelab-trpo-to-return"):
+        out = stridelab_to_return(part.split("-")[1], args)
+    elif part == "brax-ppo-to-return":
+        out = brax_to_return(args)
     elif part in ("sb3-ppo", "sb3-trpo"):
         out = sb3(part.split("-")[1], args.gym_env, args.sb3_steps)
     else:
@@ -210,8 +300,13 @@ def run_part(args: argparse.Namespace) -> dict:
 def child(args: argparse.Namespace, part: str, num_envs: int, iterations: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--part", part, "--num-envs", str(num_envs), "--env", args.env,
            "--backend", args.backend, "--iterations", str(iterations or args.iterations), "--seconds", str(args.seconds),
-           "--brax-steps", str(args.brax_steps), "--sb3-steps", str(args.sb3_steps), "--gym-env", args.gym_env]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+           "--brax-steps", str(args.brax_steps), "--sb3-steps", str(args.sb3_steps), "--gym-env", args.gym_env,
+           "--brax-devices", str(args.brax_devices), "--time-to-return", str(args.time_to_return or 0),
+           "--to-steps", str(args.to_steps), "--eval-every", str(args.eval_every)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if part in ("simulator", "simulator-again"):  # the one-device baseline, as before issue 21
+        env["JAX_NUM_CPU_DEVICES"] = "1"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -276,9 +371,13 @@ def table(args: argparse.Namespace) -> None:
     for r in results["parts"].values():
         if "sps" in r:  # both against their own simulator runs, so the drift cancels
             r["x_brax_ppo"] = r["x_simulator"] / brax["x_simulator"] if brax.get("x_simulator") else None
+        for cap, key in CAPACITY.items():  # against the physics capacity, drift cancelled the same way
+            c = results["parts"].get(cap, {})
+            if "sps" in r and r.get("x_simulator") and c.get("x_simulator"):
+                r[key] = r["x_simulator"] / c["x_simulator"]
     print(f"\n{args.env} ({args.backend}), {args.num_envs} envs; {args.gym_env} for SB3")
-    print(f"{'measurement':<26}{'steps/s':>10}{'x sim':>18}{'x Brax PPO':>12}{'update %':>10}"
-          f"{'first update':>14}{'peak MiB':>10}")
+    print(f"{'measurement':<26}{'steps/s':>10}{'x sim':>18}{'x sharded':>10}{'x pinned':>10}{'x Brax PPO':>12}"
+          f"{'update %':>10}{'first update':>14}{'peak MiB':>10}")
     for part, r in results["parts"].items():
         if "sps" not in r:
             print(f"{part:<26}{'failed':>10}")
@@ -289,7 +388,8 @@ def table(args: argparse.Namespace) -> None:
             lo, hi = r["x_simulator_range"]
             xs = f"{r['x_simulator']:.2f} ({lo:.2f}-{hi:.2f})"
         xb = f"{r['x_brax_ppo']:.2f}" if r.get("x_brax_ppo") else ""
-        print(f"{part:<26}{r['sps']:>10,.0f}{xs:>18}{xb:>12}{upd:>10}{r['first_update_s']:>13.1f}s"
+        xsh, xp = (f"{r[k]:.2f}" if r.get(k) else "" for k in CAPACITY.values())
+        print(f"{part:<26}{r['sps']:>10,.0f}{xs:>18}{xsh:>10}{xp:>10}{xb:>12}{upd:>10}{r['first_update_s']:>13.1f}s"
               f"{r['peak_rss_mib']:>10,.0f}")
     write(results, Path(args.out))
 
@@ -306,6 +406,22 @@ def median_of(runs: list[dict]) -> dict:
     row["repeats"] = runs
     row["x_simulator_range"] = [ok[0]["x_simulator"], ok[-1]["x_simulator"]]
     return row
+
+
+def time_to_return(args: argparse.Namespace) -> None:
+    """Wall-clock to the first evaluation return >= ``--time-to-return``, each trainer in turn."""
+    parts = ["stridelab-ppo-to-return", "stridelab-trpo-to-return", "brax-ppo-to-return"]
+    results = {"env": args.env, "num_envs": args.num_envs, "target": args.time_to_return,
+               "eval_every": args.eval_every, "to_steps": args.to_steps, "parts": {}}
+    print(f"{args.env}: first evaluation >= {args.time_to_return:g} (every {args.eval_every:,} steps, "
+          f"at most {args.to_steps:,}), {args.num_envs} envs")
+    for part in parts:
+        r = results["parts"][part] = child(args, part, args.num_envs)
+        if "seconds" in r:
+            when = "reached" if r["reached"] else "not reached; best"
+            print(f"{part:<26}{when} at {r['steps']:>10,} steps, {r['seconds']:>7.0f} s (eval {r['eval_return']:.0f})",
+                  flush=True)
+    write(results, Path(args.out.replace(".json", "_time_to_return.json")))
 
 
 def scaling(args: argparse.Namespace) -> None:
@@ -365,6 +481,11 @@ def main() -> None:
     p.add_argument("--brax-steps", type=int, default=1_000_000, help="env steps for Brax's PPO")
     p.add_argument("--sb3-steps", type=int, default=10_240, help="timed env steps for SB3")
     p.add_argument("--gym-env", default="Ant-v5", help="the same robot in Gymnasium, for SB3")
+    p.add_argument("--brax-devices", type=int, default=None, help="XLA CPU devices for Brax's PPO (default: one per core)")
+    p.add_argument("--time-to-return", type=float, default=0.0,
+                   help="instead of the table: seconds to the first evaluation return >= this")
+    p.add_argument("--to-steps", type=int, default=20_000_000, help="--time-to-return: env steps at most")
+    p.add_argument("--eval-every", type=int, default=500_000, help="--time-to-return: steps between evaluations")
     p.add_argument("--repeats", type=int, default=3,
                    help="times each stridelab training part is measured; the table shows the median ratio")
     p.add_argument("--no-bracket", dest="bracket", action="store_false",
@@ -377,8 +498,14 @@ def main() -> None:
     args = p.parse_args()
     if args.repeats < 1:
         p.error(f"--repeats {args.repeats}: must be at least 1")
+    if args.brax_devices is None:
+        from stridelab.cores import affinity
+
+        args.brax_devices = len(affinity())
     if args.part:
         print(json.dumps(run_part(args)))
+    elif args.time_to_return:
+        time_to_return(args)
     elif args.scaling:
         scaling(args)
     else:

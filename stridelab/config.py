@@ -28,6 +28,8 @@ class TrainConfig:
     num_envs: int = field(default=2048, metadata={"help": "envs stepped in parallel"})
     num_steps: int = field(default=16, metadata={"help": "steps per env per iteration"})
     fused_rollout: bool = field(default=True, metadata={"help": "Brax: run each rollout as one compiled program with the policy inside (--no-fused-rollout steps from Python)"})
+    env_shards: str = field(default="auto", metadata={"help": "Brax: split the env batch into this many shards, each stepped on its own XLA device (a CPU core, or a GPU) inside this one process; auto: one per core or GPU, at least 128 envs each, num_envs divisible; 1: one device, as before"})
+    torch_threads: str = field(default="auto", metadata={"help": "torch's CPU threads for the update: auto: each iteration, the cores other programs left idle during the last one (at most torch's own count); N: always N"})
     overlap_critic: bool = field(default=True, metadata={"help": "fused rollouts: fit the value net on half the CPU threads while the next rollout runs (--no-overlap-critic: one after the other)"})
     episode_length: int = field(default=1000, metadata={"help": "time limit in steps (a truncation)"})
     seed: int = field(default=1, metadata={"help": "random seed"})
@@ -158,6 +160,7 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("strategy", cfg.strategy, STRATEGIES)
     _validate_network(cfg)
     _validate_numbers(cfg)
+    _validate_parallelism(cfg)
     _validate_batch(cfg)
 
 
@@ -196,6 +199,18 @@ def _validate_numbers(cfg: TrainConfig) -> None:
         raise ConfigError(f"--backtrack-ratio must be in (0, 1), got {cfg.backtrack_ratio!r}")
     if cfg.target_kl is not None and not (math.isfinite(cfg.target_kl) and cfg.target_kl > 0):
         raise ConfigError(f"--target-kl must be a finite number > 0, got {cfg.target_kl!r}")
+
+
+def _validate_parallelism(cfg: TrainConfig) -> None:
+    """``env_shards`` and ``torch_threads``: ``auto`` or a positive count, the shards dividing
+    ``num_envs`` (whether there are that many devices is known once JAX starts: the env checks)."""
+    for name in ("env_shards", "torch_threads"):
+        value = str(getattr(cfg, name))
+        if value != "auto" and (not value.isdigit() or int(value) < 1):
+            raise ConfigError(f"{_flag_name(name)} must be auto or a positive integer, got {getattr(cfg, name)!r}")
+    value = str(cfg.env_shards)
+    if value != "auto" and cfg.num_envs % int(value):
+        raise ConfigError(f"--env-shards {value} does not divide --num-envs {cfg.num_envs} into equal shards")
 
 
 def _validate_batch(cfg: TrainConfig) -> None:

@@ -35,6 +35,7 @@ from stridelab.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from stridelab.cores import CoreMeter
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import VecEnv
 from stridelab.models import ActorCritic
@@ -300,6 +301,10 @@ class Runner:
         self._pending: Callable[[], torch.Tensor] | None = None  # a rollout started during the last update
         self._obs: torch.Tensor | None = None
         self._start_step = 0  # global_step when this process began training
+        self._max_threads = torch.get_num_threads()
+        self._meter = CoreMeter() if cfg.torch_threads == "auto" else None
+        if self._meter is None:
+            torch.set_num_threads(int(cfg.torch_threads))
 
     @property
     def progress(self) -> Progress:
@@ -349,6 +354,7 @@ class Runner:
         t0 = time.perf_counter()
         self.collect()
         t1 = time.perf_counter()  # with a rollout started during the last update: the wait for it
+        self._place_threads()
         metrics, t2 = self.batch_and_update(overlap=self.fused and self.cfg.overlap_critic
                                             and self.progress.iteration + 1 < last)
         phases = {"rollout": t1 - t0, "batch": t2 - t1, "update": time.perf_counter() - t2}
@@ -358,6 +364,16 @@ class Runner:
         metrics.update({f"charts/{k}_seconds": v for k, v in phases.items()})
         metrics["charts/update_fraction"] = phases["update"] / sum(phases.values())
         return metrics
+
+    def _place_threads(self) -> None:
+        """torch's threads for this update (``torch_threads`` auto): the cores other programs
+        left idle during the last iteration, at most as many as torch started with. Where one
+        keeps a core busy, a thread on it would stall every parallel kernel (:mod:`stridelab.cores`)."""
+        if self._meter is None:
+            return
+        n = min(self._max_threads, self._meter.idle_cores())
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
 
     def collect(self) -> None:
         """The rollout into ``self.storage``: the one started during the last update, or a new one."""

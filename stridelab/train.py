@@ -54,21 +54,30 @@ def train(cfg: TrainConfig, resume: bool = False, env: VecEnv | None = None,
     seed_generators(streams.weights())  # the same initial weights in every process
     device = fabric.device
 
-    def build(num_envs: int) -> VecEnv:
-        return make_env(cfg.env, num_envs, device=device, backend=cfg.backend, episode_length=cfg.episode_length)
+    def build(num_envs: int, shards: int | str) -> VecEnv:
+        return make_env(cfg.env, num_envs, device=device, backend=cfg.backend, episode_length=cfg.episode_length,
+                        shards=shards)
 
     with ExitStack() as owned:  # the envs built here are closed here
         if env is None:
-            env = owned.enter_context(closing(build(cfg.num_envs)))
+            env = owned.enter_context(closing(build(cfg.num_envs, _env_shards(cfg))))
         agent = build_agent(cfg, env.spec).to(device)
         algo = make_algorithm(agent, cfg, comm)
         if comm.active:  # ... but each process its own actions and envs
             seed_generators(streams.process())
         make_eval_env = (lambda: eval_env) if eval_env is not None else (
-            lambda: owned.enter_context(closing(build(cfg.eval_episodes))))
+            lambda: owned.enter_context(closing(build(cfg.eval_episodes, 1))))
         runner = Runner(cfg, env, agent, algo, [logger], cfg.run_dir, make_eval_env, comm=comm, started=started)
         summary = _run(runner, cfg, fabric, logger, resume)
     return summary
+
+
+def _env_shards(cfg: TrainConfig) -> int | str:
+    """``cfg.env_shards`` as the env takes it: one shard in a data-parallel process, which
+    already owns its device (its GPU, or its share of the cores)."""
+    if cfg.devices * cfg.num_nodes > 1:
+        return 1
+    return "auto" if cfg.env_shards == "auto" else int(cfg.env_shards)
 
 
 def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resume: bool) -> dict[str, float]:

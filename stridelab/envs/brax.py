@@ -22,7 +22,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import torch
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from stridelab.envs.base import EnvSpec, StepResult
 
@@ -33,17 +36,70 @@ CONTRACT_TASK = "hopper"  # a task that ends both ways within 100 random steps (
 
 def setup() -> None:
     """What Brax runs need from JAX, done once before the first env is built (not at import):
-    JAX must not grab most of a GPU's memory up front (torch shares the device), and compiled
-    programs are kept on disk (:func:`_enable_compilation_cache`)."""
+    JAX must not grab most of a GPU's memory up front (torch shares the device), compiled
+    programs are kept on disk (:func:`_enable_compilation_cache`), and the CPU is seen as one
+    XLA device per available core (:func:`_split_cpu`), so that an env batch can be stepped on
+    every core at once."""
     global _set_up
     if _set_up:
         return
     _set_up = True
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     _enable_compilation_cache()
+    _split_cpu(cores_available())
 
 
 _set_up = False
+
+# Fewer envs than this per shard and a shard's vmapped step stops paying for its own thread.
+MIN_ENVS_PER_SHARD = 128
+SHARD_AXIS = "envs"
+
+
+def cores_available() -> int:
+    """The cores this process may run on (its affinity: a pinned process counts its share)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _split_cpu(devices: int) -> None:
+    """Have JAX's CPU backend offer ``devices`` XLA devices, one per core.
+
+    XLA runs one device's program on about one core, so a batch on one device leaves the other
+    cores mostly idle; split over one device per core it steps 1.36 x faster on two cores
+    (issue 21, docs/benchmarks.md). Only the CPU client is affected. Left alone when the user
+    chose a count (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or
+    ``JAX_NUM_CPU_DEVICES``), and when JAX has already started its backends (the envs then
+    shard over the devices there are).
+    """
+    chosen = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if devices <= 1 or chosen or "JAX_NUM_CPU_DEVICES" in os.environ:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", int(devices))
+    except RuntimeError:  # backends already initialized
+        pass
+
+
+def plan_shards(requested: int | str, num_envs: int, devices: int) -> tuple[int, str | None]:
+    """How many shards to split ``num_envs`` envs into over ``devices`` XLA devices:
+    ``(shards, note)``, the note one line for the user where ``auto`` uses fewer than every
+    device. ``auto`` takes every device, but keeps :data:`MIN_ENVS_PER_SHARD` envs per shard and
+    an equal share on each; an explicit count must fit (``ValueError`` otherwise)."""
+    if requested != "auto":
+        n = int(requested)
+        if n < 1 or n > devices or num_envs % n:
+            raise ValueError(f"--env-shards {n} needs 1 <= shards <= {devices} (the XLA devices there are) "
+                             f"and num_envs {num_envs} divisible by it")
+        return n, None
+    n = max(1, min(devices, num_envs // MIN_ENVS_PER_SHARD))
+    while num_envs % n:
+        n -= 1
+    if n == devices or num_envs < 2 * MIN_ENVS_PER_SHARD:
+        return n, None
+    return n, (f"{num_envs} envs run as {n} shard(s) on {devices} XLA devices: num_envs a multiple of "
+               f"{devices} (and >= {devices * MIN_ENVS_PER_SHARD}) would use them all")
 
 
 def _enable_compilation_cache() -> None:
@@ -79,8 +135,8 @@ def validate(cfg: Any) -> None:
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str = "spring") -> BraxVecEnv:
-    return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device)
+                 backend: str = "spring", shards: int | str = "auto") -> BraxVecEnv:
+    return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device, shards=shards)
 
 
 # XLA's CPU compiler generates code for fused ops with its newer "fusion emitters" by default.
@@ -176,6 +232,13 @@ def _torch_to_jax(t: torch.Tensor, via_host: bool) -> jax.Array:
     return jnp.from_dlpack(t.detach().contiguous())
 
 
+# shard_map's specs: arrays split along the env axis, the carry (state, step, return, key, spare,
+# spare used) with its key replicated, rollout buffers [T, N, ...] split along N.
+_ENVS = P("envs")
+_CARRY = (_ENVS, _ENVS, _ENVS, P(), _ENVS, _ENVS)
+_STEPS_ENVS = P(None, "envs")
+
+
 class BraxVecEnv:
     """``num_envs`` copies of a Brax task stepped by one jitted, vmapped function.
 
@@ -185,6 +248,10 @@ class BraxVecEnv:
         backend: Brax physics pipeline, one of :data:`BACKENDS`.
         episode_length: time limit in steps; reaching it is a truncation.
         device: torch device the tensors are handed to.
+        shards: ``auto`` or a count: the batch is split into that many equal shards, each
+            stepped on its own XLA device (a CPU core, or a GPU), see :func:`plan_shards`.
+            Every result is gathered back into one ``[N, ...]`` (or ``[T, N, ...]``) tensor on
+            ``device``, in the same env order as with one shard.
     """
 
     def __init__(
@@ -194,6 +261,7 @@ class BraxVecEnv:
         backend: str = "spring",
         episode_length: int = 1000,
         device: torch.device | str = "cpu",
+        shards: int | str = "auto",
         **env_kwargs: Any,
     ) -> None:
         envs = _import_brax_envs()
@@ -222,11 +290,7 @@ class BraxVecEnv:
         # Every input is placed on this device explicitly ("committed" in JAX's terms): a jitted
         # function compiles separately for committed and uncommitted inputs, and arrays handed
         # over by DLPack are committed, so an uncommitted first carry cost a second compilation.
-        if self.device.type == "cuda" and not self._via_host:
-            gpus = jax.devices("gpu")
-            self._jax_device = gpus[min(self.device.index or 0, len(gpus) - 1)]
-        else:
-            self._jax_device = jax.devices("cpu")[0]
+        self._place(shards)
         limits = self._action_limits()
         self.spec = EnvSpec(
             name=name,
@@ -240,9 +304,56 @@ class BraxVecEnv:
         )
         self._carry: tuple | None = None
         self._unfinished: Callable[[], dict[str, torch.Tensor]] | None = None  # a started rollout
-        self._pair_fn = jit(self._draw_pair, self._jax_device)
-        self._step_fn = jit(self._step_impl, self._jax_device, donate_argnums=0)
+        self._pair_fn = self._program(self._draw_pair, (P(), P()), (_ENVS, _ENVS))
+        self._step_fn = self._program(self._step_impl, (_CARRY, _ENVS), (_CARRY, _ENVS, P()), donate=(0,))
         self._rollout_fns: dict[tuple, Any] = {}
+
+    def _place(self, shards: int | str) -> None:
+        """The JAX devices: ``_jax_device`` (where results are gathered, the one torch shares)
+        and, with several shards, ``_mesh`` over one device per shard (``None`` with one)."""
+        if self.device.type == "cuda" and not self._via_host:
+            gpus = jax.devices("gpu")
+            first = min(self.device.index or 0, len(gpus) - 1)
+            devices = gpus[first:] + gpus[:first]
+        else:
+            devices = jax.devices("cpu")
+        self.shards, note = plan_shards(shards, self.num_envs, len(devices))
+        if note is not None:
+            import sys
+
+            print(f"note: {note}", file=sys.stderr)
+        self._jax_device = devices[0]
+        self._mesh = Mesh(np.array(devices[:self.shards]), (SHARD_AXIS,)) if self.shards > 1 else None
+
+    def _program(self, fun: Callable, in_specs: Any, out_specs: Any, donate: tuple[int, ...] = ()) -> Any:
+        """``fun`` jitted; with several shards each runs it on its own envs (``jax.shard_map``,
+        arrays split along the specs' ``envs`` axis, the others replicated). ``check_vma`` is
+        off: some Brax tasks write constants into their state, which JAX's check types as
+        replicated where the loops' carries hold them per env; what is replicated here (keys,
+        step counter, ``halted``) is so by construction (:meth:`_local`, :meth:`_any`)."""
+        if self._mesh is not None:
+            fun = jax.shard_map(fun, mesh=self._mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+        return jit(fun, self._jax_device, donate_argnums=donate)
+
+    def _put(self, x: Any, spec: P = P()) -> Any:
+        """``x`` committed to the env's device, or with shards laid out per ``spec``."""
+        where = self._jax_device if self._mesh is None else NamedSharding(self._mesh, spec)
+        return jax.device_put(x, where)
+
+    def _local(self, full: jax.Array) -> jax.Array:
+        """Inside a shard: its own rows of ``full [N, ...]``, an array every shard computed alike
+        (keys, noise), so a shard draws what the same envs draw unsharded."""
+        if self._mesh is None:
+            return full
+        n = self.num_envs // self.shards
+        return jax.lax.dynamic_slice_in_dim(full, jax.lax.axis_index(SHARD_AXIS) * n, n)
+
+    def _any(self, x: jax.Array) -> jax.Array:
+        """Whether any env (of every shard) has ``x`` set."""
+        local = jnp.any(x)
+        if self._mesh is None:
+            return local
+        return jax.lax.psum(local.astype(jnp.int32), SHARD_AXIS) > 0
 
     def _observation_size(self) -> int:
         """Brax's ``observation_size`` runs ``reset`` op by op, 3-10 s per task on a CPU; the
@@ -263,7 +374,9 @@ class BraxVecEnv:
         vmapped reset of ``2 N`` envs. It is the only program that runs Brax's ``reset``:
         XLA compiles ``reset`` once, for the first states and for every redraw of spares."""
         n = self.num_envs
-        both = jax.vmap(self._env.reset)(jnp.concatenate([jax.random.split(key_a, n), jax.random.split(key_b, n)]))
+        keys = [self._local(jax.random.split(k, n)) for k in (key_a, key_b)]
+        both = jax.vmap(self._env.reset)(jnp.concatenate(keys))
+        n = keys[0].shape[0]  # this shard's envs
         return tuple(jax.tree.map(lambda x, s=s: x[s], both) for s in (slice(0, n), slice(n, 2 * n)))
 
     def _step_impl(self, carry: tuple, action: jax.Array) -> tuple:
@@ -282,7 +395,7 @@ class BraxVecEnv:
         terminated = nxt.done > 0
         truncated = (t1 >= self.spec.episode_length) & ~terminated
         done = terminated | truncated
-        halted = jnp.any(done & used)
+        halted = self._any(done & used)
 
         def pick(new_leaf: jax.Array, old_leaf: jax.Array) -> jax.Array:
             mask = done.reshape(done.shape + (1,) * (old_leaf.ndim - 1))
@@ -307,7 +420,7 @@ class BraxVecEnv:
 
     def _key(self, seed: int) -> jax.Array:
         """A PRNG key committed to the env's JAX device (the carry then follows it)."""
-        return jax.device_put(jax.random.PRNGKey(seed), self._jax_device)
+        return self._put(jax.random.PRNGKey(seed))
 
     # --- torch-facing API ------------------------------------------------------------------
 
@@ -316,24 +429,26 @@ class BraxVecEnv:
         key, key_a, key_b = jax.random.split(self._key(seed), 3)
         first, spare = self._pair_fn(key_a, key_b)
         n = self.num_envs
-        zeros = jnp.zeros((n,), jnp.int32, device=self._jax_device)
+        zeros = self._put(jnp.zeros((n,), jnp.int32), _ENVS)
         # (state, steps in episode, episode return, key, spare fresh states, spare used up?)
         self._carry = (first, zeros, zeros.astype(jnp.float32), key, spare, zeros.astype(bool))
         # A copy, as the rollout's next_obs: the carry is donated to the next step, which may
         # write into its buffers (on the CPU) or refuse a buffer torch still views (on a GPU).
-        return _jax_to_torch(first.obs, self.device).clone()
+        return self._to_torch(first.obs).clone()
 
     def step(self, action: torch.Tensor) -> StepResult:
         if self._carry is None:
             raise RuntimeError("call reset(seed) before step()")
         self._finish()
         act = _torch_to_jax(action.float(), self._via_host)
+        if self._mesh is not None:
+            act = self._put(act, _ENVS)
         carry, out, halted = self._step_fn(self._carry, act)
         if bool(halted):  # an env ended with its spare spent: redraw the spares, step again
             carry, out, halted = self._step_fn(self._refill(carry), act)
         self._carry = carry
         obs, reward, terminated, truncated, final_obs, ep_ret, ep_len = (
-            _jax_to_torch(x, self.device) for x in out
+            self._to_torch(x) for x in out
         )
         return StepResult(obs, reward, terminated, truncated, final_obs, ep_ret, ep_len)
 
@@ -370,10 +485,12 @@ class BraxVecEnv:
         fn = self._rollout_program(T, float(agent.obs_rms.clip), float(agent.policy.min_std),
                                    jax_policy.structure(agent))
         params, key = jax_policy.policy_params(agent, self._via_host), self._key(seed)
+        if self._mesh is not None:
+            params = self._put(params)
         fields = self._rollout_fields()
-        bufs = tuple(jnp.zeros((T, self.num_envs) + tail, dtype, device=self._jax_device)
+        bufs = tuple(self._put(jnp.zeros((T, self.num_envs) + tail, dtype), _STEPS_ENVS)
                      for tail, dtype in fields.values())
-        t0 = jax.device_put(jnp.zeros((), jnp.int32), self._jax_device)
+        t0 = self._put(jnp.zeros((), jnp.int32))
         self._carry, bufs, t_end = fn(self._carry, params, key, t0, bufs)
         done: dict[str, torch.Tensor] = {}
 
@@ -383,9 +500,9 @@ class BraxVecEnv:
                 return done
             while int(t_end) < T:  # halted: redraw the spares, go on from that step
                 self._carry, bufs, t_end = fn(self._refill(self._carry), params, key, t_end, bufs)
-            done.update({nm: _jax_to_torch(x, self.device) for nm, x in zip(fields, bufs)})
+            done.update({nm: self._to_torch(x) for nm, x in zip(fields, bufs)})
             # A copy: the carry's buffers are donated to (and overwritten by) the next call.
-            done["next_obs"] = _jax_to_torch(self._carry[0].obs, self.device).clone()
+            done["next_obs"] = self._to_torch(self._carry[0].obs).clone()
             self._unfinished = None
             return done
 
@@ -414,7 +531,7 @@ class BraxVecEnv:
             def body(loop: tuple) -> tuple:
                 t, c, b, _ = loop
                 obs = c[0].obs
-                action, u = jax_policy.sample(params, obs, keys[t], clip, min_std, layers)
+                action, u = jax_policy.sample(params, obs, keys[t], clip, min_std, layers, self._normal)
                 c, out, halted = self._step_impl(c, action)
                 # A halted step's row is written and then overwritten when the loop resumes.
                 b = tuple(buf.at[t].set(x) for buf, x in zip(b, (obs, u) + out[1:]))
@@ -426,8 +543,22 @@ class BraxVecEnv:
             t, carry, bufs, _ = jax.lax.while_loop(cond, body, (t0, carry, bufs, jnp.zeros((), bool)))
             return carry, bufs, t
 
-        fn = self._rollout_fns[fn_key] = jit(run, self._jax_device, donate_argnums=(0, 4))
+        fn = self._rollout_fns[fn_key] = self._program(run, (_CARRY, P(), P(), P(), _STEPS_ENVS),
+                                                       (_CARRY, _STEPS_ENVS, P()), donate=(0, 4))
         return fn
+
+    def _normal(self, key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+        """The policy's noise ``[n, act_dim]`` for this shard's ``n`` envs: its rows of the
+        draw for all ``N`` (the same numbers as one shard's, whatever the shard count; the
+        extra draws cost little next to a physics step)."""
+        return self._local(jax.random.normal(key, (self.num_envs,) + tuple(shape[1:]), dtype))
+
+    def _to_torch(self, x: jax.Array) -> torch.Tensor:
+        """A JAX result as a torch tensor on ``device``: gathered onto one device first when
+        it is split over shards (DLPack hands over one device's buffer)."""
+        if self._mesh is not None:
+            x = jax.device_put(x, self._jax_device)
+        return _jax_to_torch(x, self.device)
 
     def _finish(self) -> None:
         """Run a started rollout to its end before anything else uses the carry."""

@@ -137,5 +137,5 @@ def validate(cfg: Any) -> None:
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str | None = None) -> GymnasiumVecEnv:
+                 backend: str | None = None, shards: int | str = "auto") -> GymnasiumVecEnv:
     return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device)

@@ -12,6 +12,7 @@ passes never enters a gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -100,10 +101,12 @@ def mean_std(params: dict[str, Any], obs: jax.Array, clip: float, min_std: float
 
 
 def sample(params: dict[str, Any], obs: jax.Array, key: jax.Array, clip: float, min_std: float,
-           layers: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
+           layers: tuple[str, ...], normal: Callable[..., jax.Array] = jax.random.normal
+           ) -> tuple[jax.Array, jax.Array]:
     """``(env_action, u)`` as :meth:`ActorCritic.act` returns them: ``u ~ N(mean, std)`` and
-    ``clip(u, -1, 1)`` mapped onto the env's action box."""
+    ``clip(u, -1, 1)`` mapped onto the env's action box. ``normal(key, shape, dtype)`` draws the
+    standard normal noise (a shard of a split batch draws its rows of the whole batch's)."""
     mean, std = mean_std(params, obs, clip, min_std, layers)
-    u = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
+    u = mean + std * normal(key, mean.shape, mean.dtype)
     low, high = params["low"], params["high"]
     return low + (jnp.clip(u, -1.0, 1.0) + 1.0) * 0.5 * (high - low), u

@@ -3,7 +3,7 @@
 A simulator is one module with four names (the contract tests/test_vecenv_contract.py checks):
 
 * ``env_names() -> list[str]``: the tasks it offers;
-* ``make_vec_env(name, num_envs, device, episode_length, backend) -> VecEnv``;
+* ``make_vec_env(name, num_envs, device, episode_length, backend, shards) -> VecEnv``;
 * ``validate(cfg) -> None``: raise ``ValueError`` naming a bad value of its own settings;
 * ``PRESET_TABLE``: the table of ``presets/defaults.toml`` that holds its defaults;
 * ``CONTRACT_TASK``: a task the contract test runs (one whose episodes end both by termination
@@ -82,11 +82,15 @@ def make_env(
     device: torch.device | str = "cpu",
     backend: str = "spring",
     episode_length: int = 1000,
+    shards: int | str = "auto",
 ) -> VecEnv:
     """Build ``num_envs`` copies of task ``name`` handing torch tensors on ``device``.
 
-    ``backend`` picks Brax's physics pipeline and is ignored by the other simulators.
+    ``backend`` picks Brax's physics pipeline and ``shards`` how many devices Brax splits the
+    batch over (``auto``: every core or GPU, see :func:`stridelab.envs.brax.plan_shards`); the
+    other simulators ignore both.
     """
     check_env_name(name)
     module = simulator_module(simulator_of(name))
-    return module.make_vec_env(name, num_envs, device=device, episode_length=episode_length, backend=backend)
+    return module.make_vec_env(name, num_envs, device=device, episode_length=episode_length, backend=backend,
+                               shards=shards)
