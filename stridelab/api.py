@@ -390,6 +390,14 @@ class Run:
         path, _, _ = video_run(self.path, out, steps, width, height, seed)
         return _show_media(path)
 
+    def policy(self, device: str = "cpu") -> Any:
+        """The trained networks (:class:`~stridelab.models.ActorCritic`, normalizer included, in
+        eval mode): ``policy(obs)`` is the deterministic action an export computes."""
+        from stridelab.evaluate import load_agent
+
+        with config_errors():
+            return load_agent(self.path, device=device)[0]
+
     def export(self, path: str | Path | None = None) -> Path:
         """``stridelab export RUN --out path``: ``.onnx`` (default ``RUN/policy.onnx``) or ``.pt2``."""
         return export_run(self.path, path)[0]
