@@ -4,7 +4,7 @@ Layout, one TensorBoard logdir for everything (``tensorboard --logdir DIR``)::
 
     DIR/compare.json            the grid and budget
     DIR/<algo>_s<seed>/         one run directory each (config.json, tb/, checkpoints/, summary.json)
-    DIR/media/                  videos of each algorithm's best policy
+    DIR/media/                  videos of each algorithm's best policy, and all side by side
     DIR/report.md, report.html  the comparison
 
 A run with a ``summary.json`` is finished and skipped; one with a checkpoint is resumed; the rest

@@ -482,9 +482,9 @@ class Runner:
         """The policy before any update, so every evaluation curve starts at step 0 (with the
         wall clock there, for curves against time)."""
         if self.cfg.eval_episodes > 0:
-            self.evaluate()
             if self.comm.rank == 0:
-                self._log_metrics({"charts/wall_clock": self._wall_clock()})
+                self._log_metrics({"charts/wall_clock": self._wall_clock()})  # the policy as it was at the start
+            self.evaluate()
 
     def _wall_clock(self) -> float:
         return self.progress.wall_clock + self.clock.elapsed()

@@ -185,3 +185,20 @@ def test_the_reports_curves_start_at_step_0(compared):
     for algo, runs in group(load_runs(out)).items():
         steps, values = aligned(runs, "eval/episodic_return")
         assert steps[0] == 0 and steps[-1] == 512 and np.isfinite(values).all(), algo
+
+
+def test_resuming_evaluates_step_0_once(run, tmp_path):
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    copy = tmp_path / "resumed"
+    shutil.copytree(run.path, copy)
+    resumed = stridelab.train(run_dir=copy, resume=True, total_steps=1536, progress=False)
+    steps = []
+    for events in sorted((copy / "tb").glob("events.out.tfevents.*")):  # every event, repeats included
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        steps += [e.step for e in acc.Scalars("eval/episodic_return")]
+    assert sorted(steps) == [0, 512, 1024, 1536]
+    assert resumed.summary["provenance"]["command"].startswith("stridelab.train(run_dir=")
