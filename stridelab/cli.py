@@ -133,31 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(ns: argparse.Namespace) -> dict[str, Any]:
+    """The training settings given as flags (unset ones stay out, so presets apply)."""
+    return {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from stridelab.config import build_config, validate
-    from stridelab.envs import check_env_name
-    from stridelab.train import resolve_device, train
+    from stridelab.api import train_config
+    from stridelab.train import NonFiniteError, TrainingInterrupted, train
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-    if args.resume:
-        from stridelab.checkpoint import find_checkpoint
-
-        run_dir = Path(args.resume)
-        find_checkpoint(run_dir)
-        try:
-            cfg = TrainConfig.load(run_dir / "config.json")
-        except (OSError, ValueError, TypeError) as e:
-            raise ConfigError(f"cannot resume {str(run_dir)!r}: its config.json is missing or damaged ({type(e).__name__})") from None
-        for key, value in given.items():  # e.g. a larger --total-steps to train on
-            setattr(cfg, key, value)
-        cfg.run_dir = str(run_dir)
-    else:
-        cfg = build_config(given)
-    validate(cfg)
-    check_env_name(cfg.env)
-    resolve_device(cfg.device)
-    from stridelab.train import NonFiniteError, TrainingInterrupted
-
+    cfg = train_config(_given(args), resume=args.resume)
     try:
         summary = train(cfg, resume=bool(args.resume))
     except NonFiniteError as e:
@@ -174,24 +159,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from stridelab.evaluate import evaluate_agent, load_agent
-    from stridelab.train import resolve_device
+    from stridelab.api import evaluate_run
 
-    if args.episodes <= 0:
-        raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
-    device = resolve_device(args.device)
-    agent, cfg, state = load_agent(Path(args.run_dir), device=device)
-    returns = evaluate_agent(agent, cfg, args.episodes, deterministic=not args.stochastic, device=device, seed=args.seed)
-    mean, std = float(returns.mean()), float(returns.std(unbiased=False))
+    result = evaluate_run(args.run_dir, args.episodes, args.stochastic, args.seed, args.device)
+    simulator = result.pop("simulator")
     if args.json:
-        print(json.dumps({"mean": mean, "std": std, "episodes": args.episodes, "returns": returns.tolist(),
-                          "global_step": state["global_step"], "config": cfg.to_dict()}))
+        print(json.dumps(result))
     else:
+        cfg = TrainConfig(**result["config"])
         mode = "stochastic" if args.stochastic else "deterministic"
-        where = cfg.env if state["env_spec"].get("simulator") == "gymnasium" else f"{cfg.env}/{cfg.backend}"
-        print(f"run: {args.run_dir} ({cfg.algo}, {where}, {state['global_step']:,} steps)")
+        where = cfg.env if simulator == "gymnasium" else f"{cfg.env}/{cfg.backend}"
+        print(f"run: {args.run_dir} ({cfg.algo}, {where}, {result['global_step']:,} steps)")
         print(_format_config(cfg))
-        print(f"{args.episodes} episodes, {mode} actions: mean return {mean:.2f} +- {std:.2f}")
+        print(f"{args.episodes} episodes, {mode} actions: mean return {result['mean']:.2f} +- {result['std']:.2f}")
     return 0
 
 
@@ -205,21 +185,16 @@ def _format_config(cfg: TrainConfig, width: int = 100) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from stridelab.evaluate import load_agent
-    from stridelab.export import FORMATS, export_policy
-
-    out = Path(args.out) if args.out else Path(args.run_dir) / "policy.onnx"
-    if out.suffix not in FORMATS:
-        raise ConfigError(f"--out {str(out)!r}: unknown export format; use a name ending in {', '.join(FORMATS)}")
-    agent, cfg, state = load_agent(Path(args.run_dir))
-    if out.suffix == ".pt":
-        print("note: TorchScript (.pt) is deprecated by torch; .onnx and .pt2 are the supported formats",
-              file=sys.stderr)
     import warnings
 
+    from stridelab.api import export_run
+
+    if args.out and Path(args.out).suffix == ".pt":
+        print("note: TorchScript (.pt) is deprecated by torch; .onnx and .pt2 are the supported formats",
+              file=sys.stderr)
     with warnings.catch_warnings():  # the note above says it; torch's and our warning would repeat it
         warnings.simplefilter("ignore", DeprecationWarning)
-        out = export_policy(agent, out)
+        out, agent, cfg, state = export_run(args.run_dir, args.out)
     print(f"exported {cfg.algo} policy for {cfg.env} ({state['global_step']:,} steps) to {out}")
     shape = f"obs float32 [B, {agent.obs_dim}] -> action [B, {agent.act_dim}]"
     usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs}})[0]  # {shape}",
@@ -230,103 +205,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from stridelab.evaluate import load_agent
-    from stridelab.render import FORMATS, make_video
+    from stridelab.api import video_run
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / "walk.mp4"
-    if out.suffix not in FORMATS:
-        raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
-    for name in ("steps", "width", "height"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    agent, cfg, _ = load_agent(Path(args.run_dir))
-    path, traj, frames = make_video(agent, cfg, out, max_steps=args.steps, seed=args.seed,
-                                    width=args.width, height=args.height)
+    path, traj, frames = video_run(args.run_dir, args.out, args.steps, args.width, args.height, args.seed)
     print(f"wrote {path}: {frames} frames at {1 / traj.dt:g} fps (real time), episode return {traj.episode_return:.1f}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from stridelab.compare import check_budgets, default_jobs, plan_runs, render_best, run_grid
-
-    _check_compare_args(args)
-    _check_training_flags(args, extra)
-    out = Path(args.out).resolve()  # absolute: Ray's workers may start elsewhere
-    out.mkdir(parents=True, exist_ok=True)
-    specs = plan_runs(out, args.algos, args.seeds)
-    check_budgets(specs, args.total_steps)
-    (out / "compare.json").write_text(json.dumps({"env": args.env, "algos": args.algos, "seeds": args.seeds,
-                                                  "total_steps": args.total_steps, "extra": extra}, indent=2) + "\n")
-    jobs = args.jobs or default_jobs()
-    print(f"[compare] {len(specs)} runs ({', '.join(args.algos)} x {args.seeds} seeds) of {args.total_steps:,} steps "
-          f"on {args.env}, {'as Ray tasks' if args.launcher == 'ray' else f'{jobs} at a time'}, into {out}", flush=True)
-    try:
-        if args.launcher == "ray":
-            from stridelab.compare import run_grid_ray
-
-            failed = run_grid_ray(specs, args.env, args.total_steps, extra, args.ray_address,
-                                  args.ray_cpus_per_run, args.ray_gpus_per_run)
-        else:
-            failed = run_grid(specs, args.env, args.total_steps, extra, jobs)
-    except KeyboardInterrupt:
-        print(f"[compare] interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
-    if failed:
-        raise ConfigError(f"{len(failed)} run(s) failed: {', '.join(s.name for s in failed)}; see their logs in {out}")
-    if args.video_steps:
-        try:
-            render_best(out, specs, steps=args.video_steps)
-        except Exception as e:  # noqa: BLE001 - the report matters more than its animations
-            print(f"[compare] videos skipped ({type(e).__name__}: {e}); the report follows without them",
-                  file=sys.stderr, flush=True)
-    return _write_report(out)
-
-
-def _check_compare_args(args: argparse.Namespace) -> None:
-    from stridelab.algos import algorithm_names
-    from stridelab.config import unknown_choice
-    from stridelab.envs import check_env_name
-
-    for algo in args.algos:
-        if algo not in algorithm_names():
-            raise unknown_choice("algo", algo, algorithm_names())
-    if len(set(args.algos)) != len(args.algos):
-        raise ConfigError(f"--algos lists an algorithm twice: {' '.join(args.algos)}")
-    for name in ("seeds", "total_steps"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.jobs is not None and args.jobs <= 0:
-        raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
-    if args.video_steps < 0:
-        raise ConfigError(f"--video-steps must be >= 0, got {args.video_steps}")
-    check_env_name(args.env)
-    if args.launcher not in ("local", "ray"):
-        raise unknown_choice("launcher", args.launcher, ("local", "ray"))
-    if args.launcher == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
-        if args.ray_cpus_per_run <= 0 or args.ray_gpus_per_run < 0:
-            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
-                              f"{args.ray_cpus_per_run} and {args.ray_gpus_per_run}")
-    elif args.ray_address:
-        raise ConfigError("--ray-address needs --launcher ray")
-
-
-def _check_training_flags(args: argparse.Namespace, extra: list[str]) -> None:
-    """The pass-through training flags, validated once for every algorithm before any run starts."""
-    from stridelab.config import build_config, validate
+    from stridelab.api import CompareJob, run_compare
 
     train_flags = _Parser(prog="stridelab compare", add_help=False)
     _add_config_flags(train_flags)
-    ns = train_flags.parse_args(extra)
-    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
-    for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
-        if forbidden in given:
-            raise ConfigError(f"--{forbidden.replace('_', '-')} is set by compare itself; remove it from the extra flags")
-    for algo in args.algos:
-        validate(build_config({**given, "algo": algo, "env": args.env, "total_steps": args.total_steps}))
+    job = CompareJob(env=args.env, algos=args.algos, seeds=args.seeds, total_steps=args.total_steps, out=args.out,
+                     jobs=args.jobs, launcher=args.launcher, ray_address=args.ray_address,
+                     ray_cpus_per_run=args.ray_cpus_per_run, ray_gpus_per_run=args.ray_gpus_per_run,
+                     video_steps=args.video_steps, settings=_given(train_flags.parse_args(extra)))
+    try:
+        out = run_compare(job)
+    except KeyboardInterrupt:
+        print("[compare] interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return _write_report(out)
 
 
 def _write_report(out: Path) -> int:

@@ -4,7 +4,7 @@ Layout, one TensorBoard logdir for everything (``tensorboard --logdir DIR``)::
 
     DIR/compare.json            the grid and budget
     DIR/<algo>_s<seed>/         one run directory each (config.json, tb/, checkpoints/, summary.json)
-    DIR/media/                  videos of each algorithm's best policy
+    DIR/media/                  videos of each algorithm's best policy, and all side by side
     DIR/report.md, report.html  the comparison
 
 A run with a ``summary.json`` is finished and skipped; one with a checkpoint is resumed; the rest
@@ -228,30 +228,59 @@ def check_budgets(specs: list[RunSpec], total_steps: int) -> None:
                 )
 
 
-def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, dict[str, str]]:
-    """GIF and MP4 of each algorithm's best seed (by final evaluation return)."""
-    from PIL import Image
+VIDEO_SEED = 0  # every best policy is filmed from the start state this seed draws
 
+
+def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, dict[str, str]]:
+    """GIF and MP4 of each algorithm's best seed (by final evaluation return), each from the
+    same start state, and, with two algorithms or more, all of them side by side in one video
+    (``media/side_by_side.mp4``, its GIF for the report)."""
     from stridelab.evaluate import load_agent
-    from stridelab.render import record_episode, render_frames, write_video
+    from stridelab.render import record_episode, render_frames
 
     media: dict[str, dict[str, str]] = {}
+    shown: dict[str, list[np.ndarray]] = {}
+    dt = 0.05
     for algo in dict.fromkeys(s.algo for s in specs):
-        done = [s for s in specs if s.algo == algo and s.status() == "done"]
-        if not done:
+        best = _best_run(specs, algo)
+        if best is None:
             continue
-        def score(s: RunSpec) -> float:
-            value = json.loads((s.run_dir / "summary.json").read_text()).get("eval/episodic_return")
-            return float("-inf") if value is None else float(value)
-        best = max(done, key=score)
         agent, cfg, _ = load_agent(best.run_dir)
-        traj = record_episode(agent, cfg, steps)
-        frames = render_frames(traj)  # rendered once: MP4 at full size, GIF (for the report) smaller
-        mp4 = write_video(frames, out / "media" / f"{algo}.mp4", fps=1.0 / traj.dt)
-        # The report's GIF: every second frame at half the frame rate (still real time), smaller.
-        small = [np.asarray(Image.fromarray(f).resize((200, 150), Image.Resampling.BILINEAR)) for f in frames[::2]]
-        gif = write_video(small, out / "media" / f"{algo}.gif", fps=0.5 / traj.dt)
-        media[algo] = {"run": best.name, "gif": str(gif.relative_to(out)), "mp4": str(mp4.relative_to(out))}
-        print(f"[compare] {algo}: best run {best.name}, video {mp4}", flush=True)
+        traj = record_episode(agent, cfg, steps, seed=VIDEO_SEED)
+        frames, dt = render_frames(traj), traj.dt  # rendered once: MP4 at full size, GIF (for the report) smaller
+        media[algo] = {"run": best.name, **_write_media(out, algo, frames, dt, scale=200 / frames[0].shape[1])}
+        shown[f"{algo.upper()} ({best.name}): return {traj.episode_return:.0f}"] = frames
+        print(f"[compare] {algo}: best run {best.name}, video {out / media[algo]['mp4']}", flush=True)
+    if len(shown) > 1:
+        from stridelab.render import side_by_side
+
+        _write_media(out, "side_by_side", side_by_side(shown), dt, scale=0.625)
+        print(f"[compare] side by side from the same start state: {out / 'media' / 'side_by_side.mp4'}", flush=True)
+    (out / "media").mkdir(parents=True, exist_ok=True)
     (out / "media" / "media.json").write_text(json.dumps(media, indent=2) + "\n")
     return media
+
+
+def _best_run(specs: list[RunSpec], algo: str) -> RunSpec | None:
+    """The finished run of ``algo`` with the highest final evaluation return."""
+    def score(s: RunSpec) -> float:
+        value = json.loads((s.run_dir / "summary.json").read_text()).get("eval/episodic_return")
+        return float("-inf") if value is None else float(value)
+
+    done = [s for s in specs if s.algo == algo and s.status() == "done"]
+    return max(done, key=score) if done else None
+
+
+def _write_media(out: Path, name: str, frames: list[np.ndarray], dt: float, scale: float) -> dict[str, str]:
+    """``media/<name>.mp4`` at full size and ``media/<name>.gif`` (for the report) at ``scale``,
+    every second frame at half the frame rate (still real time)."""
+    from PIL import Image
+
+    from stridelab.render import write_video
+
+    mp4 = write_video(frames, out / "media" / f"{name}.mp4", fps=1.0 / dt)
+    height, width = frames[0].shape[:2]
+    size = (round(width * scale), round(height * scale))
+    small = [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames[::2]]
+    gif = write_video(small, out / "media" / f"{name}.gif", fps=0.5 / dt)
+    return {"gif": str(gif.relative_to(out)), "mp4": str(mp4.relative_to(out))}

@@ -119,6 +119,42 @@ def render_frames(traj: Trajectory, width: int = 320, height: int = 240) -> list
     return frames
 
 
+LABEL_HEIGHT = 24  # pixels of the caption strip above each policy in a side-by-side video
+
+
+def label_strip(text: str, width: int, height: int = LABEL_HEIGHT) -> np.ndarray:
+    """``text`` in white on a dark strip, RGB ``[height, width, 3]`` uint8 (drawn by matplotlib
+    once per video, then reused for every frame)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="#222222")
+    fig.text(0.5, 0.5, text, color="white", ha="center", va="center", fontsize=0.42 * height,
+             family="DejaVu Sans", weight="bold")
+    canvas = FigureCanvasAgg(fig)  # off screen, whatever pyplot's backend is
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:height, :width, :3].copy()
+
+
+def side_by_side(videos: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+    """One video of several, left to right, each under its caption (the dict's keys). A video
+    that ends earlier (the robot fell) holds its last frame until the longest ends."""
+    if not videos:
+        raise ValueError("side_by_side needs at least one video")
+    shapes = {frames[0].shape for frames in videos.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"the videos' frames differ in size: {sorted(shapes)}")
+    height, width, _ = shapes.pop()
+    labels = [label_strip(text, width) for text in videos]
+    length = max(len(frames) for frames in videos.values())
+    out = []
+    for i in range(length):
+        columns = [np.vstack([label, frames[min(i, len(frames) - 1)]])
+                   for label, frames in zip(labels, videos.values())]
+        out.append(np.hstack(columns))
+    return out
+
+
 def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     """MP4 (H.264 through imageio-ffmpeg) or GIF (Pillow), played at ``fps``."""
     path = Path(path)

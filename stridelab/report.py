@@ -407,7 +407,9 @@ def build_report(out: Path) -> dict[str, Any]:
         "final": plot_final(groups, figs / "final_return.png"),
         "diagnostics": plot_diagnostics(groups, figs / "diagnostics.png"),
     }
-    result = {"algorithms": final_stats(groups), "pairs": pairwise(groups)}
+    from stridelab.provenance import provenance
+
+    result = {"algorithms": final_stats(groups), "pairs": pairwise(groups), "provenance": provenance()}
     images["pairwise"] = plot_pairwise(groups, result["pairs"], figs / "pairwise.png")
     cells = factor_cells(groups)
     if cells is not None:
@@ -512,8 +514,6 @@ def _factor_blocks(effects: dict[str, dict[str, float]], image: Path) -> list[tu
 def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], images: dict[str, Path],
             result: dict[str, Any]) -> list[tuple[str, Any]]:
     """The report's content, in order, for the Markdown and HTML writers."""
-    media_file = out / "media" / "media.json"
-    media = json.loads(media_file.read_text()) if media_file.is_file() else {}
     blocks: list[tuple[str, Any]] = [
         ("h1", f"{' vs '.join(a.upper() for a in groups)} on {runs[0].env}"),
         ("p", f"{len(runs)} runs: " + ", ".join(f"{a.upper()} x {len(rs)} seeds" for a, rs in groups.items())
@@ -553,14 +553,51 @@ def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], im
                    ("img", images["diagnostics"])]
     blocks += [("h2", "Speed"), ("table", (["algorithm", "env steps", "steps/s", "wall-clock per run"],
                                            _speed_rows(groups)))]
-    if media:
-        blocks.append(("h2", "Best policies"))
-        for algo, m in media.items():
-            blocks.append(("p", f"{algo.upper()}: run `{m['run']}` ([MP4]({m['mp4']}))"))
-            blocks.append(("img", out / m["gif"]))
+    blocks += _media_blocks(out)
     blocks += [("h2", "Hyperparameters"), ("table", (["setting", *[a.upper() for a in groups]],
                                                      _hyperparameter_rows(groups)))]
+    return blocks + _provenance_blocks(runs, result["provenance"])
+
+
+def _media_blocks(out: Path) -> list[tuple[str, Any]]:
+    """The best policies side by side from one start state, then each alone (``media/``)."""
+    media_file = out / "media" / "media.json"
+    media = json.loads(media_file.read_text()) if media_file.is_file() else {}
+    if not media:
+        return []
+    blocks: list[tuple[str, Any]] = [("h2", "Best policies")]
+    if (out / "media" / "side_by_side.gif").is_file():
+        blocks += [("p", f"Each algorithm's best run from the same start state, side by side "
+                         f"([MP4](media/side_by_side.mp4)):"), ("img", out / "media" / "side_by_side.gif")]
+    for algo, m in media.items():
+        blocks.append(("p", f"{algo.upper()}: run `{m['run']}` ([MP4]({m['mp4']}))"))
+        blocks.append(("img", out / m["gif"]))
     return blocks
+
+
+PROVENANCE_ROWS = [("stridelab", lambda p: f"{p['stridelab']} (commit {p['commit']})"),
+                   *[(name, lambda p, n=name: p["versions"].get(n, "-"))
+                     for name in ("torch", "jax", "brax", "mujoco", "gymnasium", "python")],
+                   ("device", lambda p: p["device"]), ("CPU", lambda p: p["cpu"]), ("GPU", lambda p: p["gpu"] or "none"),
+                   ("command", lambda p: p["command"]), ("date (UTC)", lambda p: p["date"])]
+
+
+def _provenance_blocks(runs: list[RunData], mine: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where the report and its runs came from: versions, commit, machine, command, date (the
+    runs' values from their ``summary.json``, each distinct one with its count of runs)."""
+    recorded = [r.summary["provenance"] for r in runs if isinstance(r.summary.get("provenance"), dict)]
+    rows = []
+    for name, value in PROVENANCE_ROWS:
+        seen: dict[str, int] = {}
+        for p in recorded:
+            seen[str(value(p))] = seen.get(str(value(p)), 0) + 1
+        if name == "command":
+            runs_text = f"{len(recorded)} runs, each its own `stridelab train` command" if seen else "-"
+        else:
+            runs_text = "; ".join(v if len(seen) == 1 else f"{v} ({n} runs)" for v, n in seen.items()) or "-"
+        rows.append([name, f"`{value(mine)}`" if name == "command" else str(value(mine)), runs_text])
+    return [("h2", "Provenance"), ("table", (["", "this report", f"the runs ({len(recorded)} of {len(runs)} recorded)"],
+                                             rows))]
 
 
 def _to_markdown(blocks: list[tuple[str, Any]], out: Path) -> str:
@@ -612,4 +649,25 @@ def _to_html(blocks: list[tuple[str, Any]], title: str) -> str:
             parts += ["<tr>" + "".join(f"<td>{_inline_md(c)}</td>" for c in r) + "</tr>" for r in rows]
             parts.append("</table>")
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def inline_summary(out: Path, result: dict[str, Any]) -> str:
+    """A short HTML view of a report for a notebook: final returns, the evaluation curves, the
+    final-return figure and the side-by-side video, images embedded."""
+    out = Path(out)
+    rows = "".join(f"<tr><td>{html.escape(a.upper())}</td><td>{len(s['returns'])}</td><td>{_fmt(s['iqm'])} "
+                   f"[{_fmt(s['iqm_ci'][0])}, {_fmt(s['iqm_ci'][1])}]</td><td>{_fmt(s['mean'])} +- {_fmt(s['std'])}</td></tr>"
+                   for a, s in result["algorithms"].items())
+    parts = [f"<h3>stridelab report: {html.escape(str(out))}</h3>",
+             "<table><tr><th>algorithm</th><th>runs</th><th>IQM [95% CI]</th><th>mean +- std</th></tr>"
+             f"{rows}</table>"]
+    parts += [f"<p>{_inline_md(_pairs_text(result['pairs']))}</p>"] if result["pairs"] else []
+    for path in (out / "figures" / "eval_return.png", out / "figures" / "final_return.png",
+                 out / "media" / "side_by_side.gif"):
+        if path.is_file():
+            mime = "image/gif" if path.suffix == ".gif" else "image/png"
+            data = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f"<p><img alt='{html.escape(path.stem)}' style='max-width:100%' src='data:{mime};base64,{data}'></p>")
+    parts.append(f"<p>Full report: <code>{html.escape(str(out / 'report.html'))}</code></p>")
     return "\n".join(parts)

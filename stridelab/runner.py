@@ -325,6 +325,8 @@ class Runner:
         self.clock.start = self.clock.steady_start = time.perf_counter()
         self._start_step = self.progress.global_step
         try:
+            if self.progress.global_step == 0:  # a resumed run has its step-0 point already
+                self.evaluate_untrained()
             with stop_on_signals() as stop, self._progress_bar() as bar:
                 while self.progress.iteration < last:
                     self.log(self.train_one_iteration(last))
@@ -492,6 +494,14 @@ class Runner:
             atomic_torch_save(state, self.run_dir / CKPT_DIR / "best.ckpt", check_finite=[state["agent"], state["algo"]])
         self.clock.eval_s += time.perf_counter() - t
 
+    def evaluate_untrained(self) -> None:
+        """The policy before any update, so every evaluation curve starts at step 0 (with the
+        wall clock there, for curves against time)."""
+        if self.cfg.eval_episodes > 0:
+            if self.comm.rank == 0:
+                self._log_metrics({"charts/wall_clock": self._wall_clock()})  # the policy as it was at the start
+            self.evaluate()
+
     def _wall_clock(self) -> float:
         return self.progress.wall_clock + self.clock.elapsed()
 
@@ -548,8 +558,13 @@ class Runner:
         return out
 
 
-def write_summary(run_dir: Path, summary: dict[str, float]) -> None:
-    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+def write_summary(run_dir: Path, summary: dict[str, float], device: str | None = None) -> None:
+    """``summary.json``: the final numbers and, under ``provenance``, where they came from
+    (versions, commit, ``device`` and machine, command line, date)."""
+    from stridelab.provenance import provenance
+
+    record = {**summary, "provenance": provenance(device)}
+    (Path(run_dir) / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _max_param_difference(agent: ActorCritic, comm: Comm) -> float:

@@ -92,7 +92,7 @@ def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resume: boo
     summary = runner.learn()
     logger.finalize("success")
     if fabric.is_global_zero:
-        write_summary(Path(cfg.run_dir), summary)
+        write_summary(Path(cfg.run_dir), summary, device=str(fabric.device))
     return summary
 
 

@@ -41,9 +41,9 @@ def test_learns_inverted_pendulum_on_a_small_budget(algo, tmp_path, untrained_re
     train(cfg)
     agent, loaded_cfg, _ = load_agent(tmp_path / algo)
     returns = evaluate_agent(agent, loaded_cfg, 8, seed=123)
-    evals = [v for _, v in read_scalars(tmp_path / algo)["eval/episodic_return"]]
+    steps, evals = zip(*read_scalars(tmp_path / algo)["eval/episodic_return"])
     assert untrained_return < 100
-    assert len(evals) == 8
+    assert len(evals) == 9 and steps[0] == 0  # the untrained policy, then eight evaluations
     assert max(evals) > THRESHOLD, f"{algo}: evaluations {evals} (untrained {untrained_return:.0f})"
     assert returns.mean().item() > 1.5 * untrained_return, f"{algo}: final {returns.tolist()}"
     assert torch.isfinite(returns).all()

@@ -9,6 +9,7 @@ import zlib
 from importlib import resources
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -96,3 +97,23 @@ def _ffmpeg_frames(path):
 
     with imageio.get_reader(path, format="FFMPEG") as reader:
         return [f for f in reader]
+
+
+def test_side_by_side_doubles_the_width_labels_each_policy_and_holds_the_shorter_ones_last_frame(tmp_path):
+    from stridelab.render import LABEL_HEIGHT, label_strip, side_by_side, write_video
+
+    red = [np.full((48, 64, 3), (200, 30, 30), np.uint8) for _ in range(6)]
+    blue = [np.full((48, 64, 3), (30, 30, 200), np.uint8) for _ in range(4)]  # fell after 4 frames
+    blue[-1][10:20] = 255
+    frames = side_by_side({"PPO": red, "TRPO": blue})
+    assert len(frames) == 6 and frames[0].shape == (48 + LABEL_HEIGHT, 128, 3)
+    assert (frames[0][LABEL_HEIGHT:, :64] == red[0]).all() and (frames[0][LABEL_HEIGHT:, 64:] == blue[0]).all()
+    assert (frames[5][LABEL_HEIGHT:, 64:] == blue[-1]).all()  # held
+    strip = label_strip("PPO", 64)
+    assert strip.shape == (LABEL_HEIGHT, 64, 3) and strip.std() > 5  # text drawn on the strip
+    assert not np.array_equal(label_strip("TRPO", 64), strip)
+    path = write_video(frames, tmp_path / "both.mp4", fps=20)
+    decoded = iio.imread(path, plugin="pyav") if _has_pyav() else _ffmpeg_frames(path)
+    assert len(decoded) == 6 and decoded[0].shape == (48 + LABEL_HEIGHT, 128, 3)
+    with pytest.raises(ValueError, match="differ in size"):
+        side_by_side({"a": red, "b": [np.zeros((10, 10, 3), np.uint8)]})

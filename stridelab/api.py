@@ -1,0 +1,528 @@
+"""The Python API: the command line's verbs for scripts and notebooks, on the same code paths.
+
+::
+
+    import stridelab
+
+    run = stridelab.train(env="ant", algo="ppo", total_steps=1_000_000, seed=1, num_envs=1024)
+    run.evaluate(episodes=16)          # {'mean': ..., 'std': ..., 'returns': [...], ...}
+    run.video()                        # inline in Jupyter, else the MP4's path
+    run.export("policy.onnx")          # also .pt2
+    report = stridelab.compare(env="ant", algos=["trpo", "ppo"], seeds=3, total_steps=1_500_000)
+
+``stridelab train/eval/export/video/compare`` (:mod:`stridelab.cli`) parse their flags and call
+the functions below; bad arguments raise :class:`~stridelab.errors.ConfigError` here with the
+message the command line prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import sys
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stridelab.errors import ConfigError, unknown_choice
+
+if typing.TYPE_CHECKING:
+    import numpy as np
+
+    from stridelab.config import TrainConfig
+
+__all__ = ["CompareJob", "ConfigError", "Report", "Run", "compare", "load", "report", "train"]
+
+
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """Bad input found by lower layers (an unknown env, a missing run directory) as one
+    exception type, :class:`ConfigError`, with the same message."""
+    from stridelab.checkpoint import CheckpointError
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (CheckpointError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# settings given as Python values (the CLI's parser checks the same for flags)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Each name a :class:`TrainConfig` field and each value of its type, else :class:`ConfigError`."""
+    from stridelab.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for name, value in settings.items():
+        if name not in hints:
+            close = difflib.get_close_matches(name, list(hints), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown setting {name!r}{hint}; the settings are `stridelab train --help`'s "
+                              f"flags with _ for -")
+        if not _has_type(value, hints[name]):
+            raise ConfigError(f"argument {_flag(name)}: expected {_type_words(hints[name])}, got {value!r}")
+    return dict(settings)
+
+
+def _has_type(value: Any, kind: Any) -> bool:
+    if value is None:
+        return type(None) in typing.get_args(kind)
+    kind = _without_none(kind)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(kind) is list:
+        return isinstance(value, (list, tuple)) and all(_has_type(v, int) for v in value)
+    return isinstance(value, kind)
+
+
+def _without_none(kind: Any) -> Any:
+    """``X | None`` -> ``X``; any other type as it is."""
+    if isinstance(kind, types.UnionType):
+        return next(k for k in typing.get_args(kind) if k is not type(None))
+    return kind
+
+
+def _type_words(kind: Any) -> str:
+    kind = _without_none(kind)
+    words = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    return words.get(kind, "a list of integers")
+
+
+def to_flags(settings: dict[str, Any]) -> list[str]:
+    """Settings as ``stridelab train`` flags (``{"num_envs": 32, "clip_vloss": False}`` ->
+    ``["--num-envs", "32", "--no-clip-vloss"]``), for the runs ``compare`` starts."""
+    flags: list[str] = []
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            flags.append(_flag(name) if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            flags += [_flag(name), *map(str, value)]
+        elif value is not None:
+            flags += [_flag(name), str(value)]
+    return flags
+
+
+# --------------------------------------------------------------------------------------------
+# the verbs, shared with cli.py
+
+
+def train_config(given: dict[str, Any], resume: str | Path | None = None) -> TrainConfig:
+    """The config a training run uses: presets < ``given`` settings, or, with ``resume``, the
+    run's saved config < ``given`` (e.g. a larger ``total_steps``); validated for this machine."""
+    from stridelab.config import TrainConfig, build_config, validate
+    from stridelab.envs import check_env_name
+    from stridelab.train import resolve_device
+
+    with config_errors():
+        if resume:
+            from stridelab.checkpoint import find_checkpoint
+
+            run_dir = Path(resume)
+            find_checkpoint(run_dir)
+            try:
+                cfg = TrainConfig.load(run_dir / "config.json")
+            except (OSError, ValueError, TypeError) as e:
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: its config.json is missing or damaged "
+                                  f"({type(e).__name__})") from None
+            for key, value in given.items():
+                setattr(cfg, key, value)
+            cfg.run_dir = str(run_dir)
+        else:
+            cfg = build_config(given)
+        validate(cfg)
+        check_env_name(cfg.env)
+        resolve_device(cfg.device)
+    return cfg
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """``stridelab eval``: mean and std of ``episodes`` fresh episodes' undiscounted returns,
+    with each return, the run's step count, config and simulator."""
+    from stridelab.evaluate import evaluate_agent, load_agent
+    from stridelab.train import resolve_device
+
+    if not _has_type(episodes, int) or episodes <= 0:
+        raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
+    with config_errors():
+        device = resolve_device(device)
+        agent, cfg, state = load_agent(Path(run_dir), device=device)
+    returns = evaluate_agent(agent, cfg, episodes, deterministic=not stochastic, device=device, seed=seed)
+    return {"mean": float(returns.mean()), "std": float(returns.std(unbiased=False)), "episodes": episodes,
+            "returns": returns.tolist(), "global_step": state["global_step"], "config": cfg.to_dict(),
+            "simulator": state["env_spec"].get("simulator", "brax")}
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Any, TrainConfig, dict]:
+    """``stridelab export``: the deterministic policy as one file, its format by ``out``'s
+    suffix (default ``RUN_DIR/policy.onnx``); returns the path, the agent, config and checkpoint."""
+    from stridelab.evaluate import load_agent
+    from stridelab.export import FORMATS, export_policy
+
+    out = Path(out) if out else Path(run_dir) / "policy.onnx"
+    if out.suffix not in FORMATS:
+        raise ConfigError(f"--out {str(out)!r}: unknown export format; use a name ending in {', '.join(FORMATS)}")
+    with config_errors():
+        agent, cfg, state = load_agent(Path(run_dir))
+    return export_policy(agent, out), agent, cfg, state
+
+
+def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 300, width: int = 320,
+              height: int = 240, seed: int = 0) -> tuple[Path, Any, int]:
+    """``stridelab video``: one episode of the deterministic policy as MP4, GIF or Brax's HTML
+    viewer (default ``RUN_DIR/walk.mp4``); returns the path, the trajectory and the frame count."""
+    from stridelab.evaluate import load_agent
+    from stridelab.render import FORMATS, make_video
+
+    out = Path(out) if out else Path(run_dir) / "walk.mp4"
+    if out.suffix not in FORMATS:
+        raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
+    for name, value in (("steps", steps), ("width", width), ("height", height)):
+        if not _has_type(value, int) or value <= 0:
+            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    with config_errors():
+        agent, cfg, _ = load_agent(Path(run_dir))
+        return make_video(agent, cfg, out, max_steps=steps, seed=seed, width=width, height=height)
+
+
+@dataclasses.dataclass
+class CompareJob:
+    """``stridelab compare``'s arguments; ``settings`` go to every run (``num_envs=1024``)."""
+
+    env: str = "ant"
+    algos: list[str] = dataclasses.field(default_factory=lambda: ["trpo", "ppo"])
+    seeds: int = 3
+    total_steps: int = 1_500_000
+    out: str | Path = "runs/compare"
+    jobs: int | None = None
+    launcher: str = "local"
+    ray_address: str | None = None
+    ray_cpus_per_run: float = 1.0
+    ray_gpus_per_run: float = 0.0
+    video_steps: int = 200
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def check(self) -> None:
+        """Every argument and the settings for every algorithm, before any run starts."""
+        from stridelab.algos import algorithm_names
+
+        for algo in self.algos:
+            if algo not in algorithm_names():
+                raise unknown_choice("algo", algo, algorithm_names())
+        if len(set(self.algos)) != len(self.algos):
+            raise ConfigError(f"--algos lists an algorithm twice: {' '.join(self.algos)}")
+        for name in ("seeds", "total_steps"):
+            if not _has_type(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.jobs is not None and (not _has_type(self.jobs, int) or self.jobs <= 0):
+            raise ConfigError(f"--jobs must be a positive integer, got {self.jobs}")
+        if not _has_type(self.video_steps, int) or self.video_steps < 0:
+            raise ConfigError(f"--video-steps must be >= 0, got {self.video_steps}")
+        with config_errors():
+            from stridelab.envs import check_env_name
+
+            check_env_name(self.env)
+        self._check_launcher()
+        self._check_settings()
+
+    def _check_launcher(self) -> None:
+        if self.launcher not in ("local", "ray"):
+            raise unknown_choice("launcher", self.launcher, ("local", "ray"))
+        if self.launcher == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
+            if self.ray_cpus_per_run <= 0 or self.ray_gpus_per_run < 0:
+                raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
+                                  f"{self.ray_cpus_per_run} and {self.ray_gpus_per_run}")
+        elif self.ray_address:
+            raise ConfigError("--ray-address needs --launcher ray")
+
+    def _check_settings(self) -> None:
+        from stridelab.config import build_config, validate
+
+        check_settings(self.settings)
+        for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
+            if forbidden in self.settings:
+                raise ConfigError(f"--{forbidden.replace('_', '-')} is set by compare itself; remove it from the "
+                                  f"extra flags")
+        for algo in self.algos:
+            validate(build_config({**self.settings, "algo": algo, "env": self.env, "total_steps": self.total_steps}))
+
+
+def run_compare(job: CompareJob) -> Path:
+    """Check ``job``, train its unfinished runs, render the best policies; returns the output
+    directory (the report is :func:`stridelab.report.build_report`'s next)."""
+    from stridelab.compare import check_budgets, default_jobs, plan_runs, render_best, run_grid
+
+    job.check()
+    out = Path(job.out).resolve()  # absolute: Ray's workers may start elsewhere
+    out.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(out, job.algos, job.seeds)
+    with config_errors():
+        check_budgets(specs, job.total_steps)
+    extra = to_flags(job.settings)
+    (out / "compare.json").write_text(json.dumps({"env": job.env, "algos": job.algos, "seeds": job.seeds,
+                                                  "total_steps": job.total_steps, "extra": extra}, indent=2) + "\n")
+    jobs = job.jobs or default_jobs()
+    print(f"[compare] {len(specs)} runs ({', '.join(job.algos)} x {job.seeds} seeds) of {job.total_steps:,} steps "
+          f"on {job.env}, {'as Ray tasks' if job.launcher == 'ray' else f'{jobs} at a time'}, into {out}", flush=True)
+    if job.launcher == "ray":
+        from stridelab.compare import run_grid_ray
+
+        failed = run_grid_ray(specs, job.env, job.total_steps, extra, job.ray_address, job.ray_cpus_per_run,
+                              job.ray_gpus_per_run)
+    else:
+        failed = run_grid(specs, job.env, job.total_steps, extra, jobs)
+    if failed:
+        raise ConfigError(f"{len(failed)} run(s) failed: {', '.join(s.name for s in failed)}; see their logs in {out}")
+    if job.video_steps:
+        try:
+            render_best(out, specs, steps=job.video_steps)
+        except Exception as e:  # noqa: BLE001 - the report matters more than its animations
+            print(f"[compare] videos skipped ({type(e).__name__}: {e}); the report follows without them",
+                  file=sys.stderr, flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# what the API returns
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython already loaded: never imported here)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _show_media(path: Path, width: int | None = None) -> Any:
+    """In a notebook, a display object showing ``path`` inline; elsewhere ``path`` itself."""
+    if not _in_notebook():
+        return path
+    from IPython.display import Image, Video
+
+    if path.suffix == ".html":
+        from stridelab.render import show_html
+
+        return show_html(path)
+    if path.suffix == ".gif":
+        return Image(filename=str(path), width=width)
+    return Video(str(path), embed=True, width=width, html_attributes="controls loop autoplay muted")
+
+
+class Run:
+    """A run directory and the verbs on its policy (:func:`train` and :func:`load` return one).
+
+    Attributes:
+        path: the run directory.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        cfg, summary = self.config, self.summary
+        result = summary.get("eval/episodic_return", summary.get("train/final_return"))
+        tail = f", return {result:.1f}" if isinstance(result, float) else ", unfinished" if not summary else ""
+        return f"Run({str(self.path)!r}: {cfg.algo} on {cfg.env}, {cfg.total_steps:,} steps{tail})"
+
+    @property
+    def config(self) -> TrainConfig:
+        """The config in effect (``config.json``)."""
+        from stridelab.config import TrainConfig
+
+        return TrainConfig.load(self.path / "config.json")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``: final return, speed, times, and ``provenance``; ``{}`` while unfinished."""
+        path = self.path / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def metrics(self) -> list[dict[str, float]]:
+        """Every logged scalar as a table: one row per env step, ``{"step": ..., tag: value, ...}``
+        (``pandas.DataFrame(run.metrics)`` turns it into a data frame)."""
+        from stridelab.report import read_scalars
+
+        rows: dict[int, dict[str, float]] = {}
+        for tag, points in read_scalars(self.path).items():
+            for step, value in points:
+                rows.setdefault(step, {"step": step})[tag] = value
+        return [rows[s] for s in sorted(rows)]
+
+    def curve(self, tag: str = "eval/episodic_return") -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of one logged scalar (``charts/episodic_return``, ``losses/...``)."""
+        from stridelab.report import read_scalars
+
+        import numpy as np
+
+        points = read_scalars(self.path).get(tag, [])
+        return np.array([p[0] for p in points], dtype=np.int64), np.array([p[1] for p in points])
+
+    def evaluate(self, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+        """``stridelab eval RUN --json``: ``{"mean", "std", "episodes", "returns", "global_step", ...}``."""
+        return evaluate_run(self.path, episodes, stochastic, seed, device)
+
+    def video(self, out: str | Path | None = None, steps: int = 300, width: int = 320, height: int = 240,
+              seed: int = 0) -> Any:
+        """``stridelab video RUN``: writes ``out`` (default ``RUN/walk.mp4``; .gif, or .html for
+        Brax's viewer) and shows it inline in a notebook; elsewhere returns its path."""
+        path, _, _ = video_run(self.path, out, steps, width, height, seed)
+        return _show_media(path)
+
+    def policy(self, device: str = "cpu") -> Any:
+        """The trained networks (:class:`~stridelab.models.ActorCritic`, normalizer included, in
+        eval mode): ``policy(obs)`` is the deterministic action an export computes."""
+        from stridelab.evaluate import load_agent
+
+        with config_errors():
+            return load_agent(self.path, device=device)[0]
+
+    def export(self, path: str | Path | None = None) -> Path:
+        """``stridelab export RUN --out path``: ``.onnx`` (default ``RUN/policy.onnx``) or ``.pt2``."""
+        return export_run(self.path, path)[0]
+
+
+def load(run_dir: str | Path) -> Run:
+    """The run in ``run_dir`` (trained by :func:`train`, ``stridelab train`` or ``compare``)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"run directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{str(path)!r} is not a run directory (no config.json)")
+    return Run(path)
+
+
+def _call_text(name: str, kwargs: dict[str, Any]) -> str:
+    return f"stridelab.{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+def train(env: str = "ant", algo: str = "ppo", total_steps: int | None = None, seed: int | None = None,
+          run_dir: str | Path | None = None, resume: bool = False, **settings: Any) -> Run:
+    """Train a policy, as ``stridelab train`` does; returns the :class:`Run`.
+
+    Args:
+        env: task name (``stridelab envs`` lists them): ``ant``, ``Hopper-v5``, ...
+        algo: ``ppo``, ``trpo`` or another registered algorithm.
+        total_steps: env steps to train for (default: the presets').
+        seed: random seed (default 1).
+        run_dir: where logs and checkpoints go (default ``runs/<env>_<algo>_s<seed>``).
+        resume: continue the run in ``run_dir`` from its last checkpoint (``settings`` and
+            ``total_steps`` override its saved config; ``env`` and ``algo`` are its own).
+        **settings: any other :class:`~stridelab.config.TrainConfig` field (``num_envs=1024``,
+            ``learning_rate=1e-4``, ``progress=False``).
+
+    Raises:
+        ConfigError: a bad argument (the message ``stridelab train`` prints).
+        TrainingInterrupted: the kernel was interrupted; a checkpoint was written and
+            ``resume=True`` continues.
+    """
+    from stridelab.provenance import recording_command
+    from stridelab.train import train as train_cfg
+
+    named = {"total_steps": total_steps, "seed": seed, "run_dir": None if run_dir is None else str(run_dir)}
+    given = {k: v for k, v in named.items() if v is not None} | settings
+    if not resume:
+        given = {"env": env, "algo": algo} | given
+    elif run_dir is None:
+        raise ConfigError("resume=True needs run_dir: the run to continue")
+    cfg = train_config(check_settings(given), resume=run_dir if resume else None)
+    call = {"env": env, "algo": algo, **given} if not resume else {"run_dir": str(run_dir), "resume": True, **given}
+    with recording_command(_call_text("train", call)):
+        train_cfg(cfg, resume=resume)
+    return Run(cfg.run_dir)
+
+
+class Report:
+    """A comparison's report: ``report.md``, ``report.html``, the figures and the videos of a
+    ``compare`` directory. Shown inline in a notebook (figures and the side-by-side video)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.result: dict[str, Any] = json.loads((self.out / "report.json").read_text())
+
+    def __repr__(self) -> str:
+        iqms = ", ".join(f"{a.upper()} IQM {s['iqm']:.0f}" for a, s in self.result["algorithms"].items())
+        return f"Report({str(self.out)!r}: {iqms})"
+
+    @property
+    def html_path(self) -> Path:
+        return self.out / "report.html"
+
+    @property
+    def markdown(self) -> str:
+        return (self.out / "report.md").read_text()
+
+    @property
+    def figures(self) -> dict[str, Path]:
+        """The report's figures by name (``eval_return``, ``train_return``, ``final_return``, ...)."""
+        return {p.stem: p for p in sorted((self.out / "figures").glob("*.png"))}
+
+    @property
+    def videos(self) -> dict[str, Path]:
+        """The MP4s in ``media/`` by name: one per algorithm and ``side_by_side``."""
+        return {p.stem: p for p in sorted((self.out / "media").glob("*.mp4"))}
+
+    def runs(self) -> dict[str, Run]:
+        """Every run of the comparison by name (``ppo_s1``, ...)."""
+        return {p.name: Run(p) for p in sorted(self.out.iterdir()) if (p / "config.json").is_file()}
+
+    def image(self, name: str = "eval_return") -> Any:
+        """One figure, as ``IPython.display.Image`` in a notebook (else its path)."""
+        return _show_media(self.figures[name])
+
+    def _repr_html_(self) -> str:
+        from stridelab.report import inline_summary
+
+        return inline_summary(self.out, self.result)
+
+
+def report(out: str | Path) -> Report:
+    """``stridelab report DIR``: (re)write the report of a compare directory; returns it."""
+    from stridelab.report import build_report
+
+    out = Path(out)
+    if not out.is_dir():
+        raise ConfigError(f"directory {str(out)!r} does not exist")
+    with config_errors():
+        build_report(out)
+    return Report(out)
+
+
+def compare(env: str = "ant", algos: list[str] | tuple[str, ...] = ("trpo", "ppo"), seeds: int = 3,
+            total_steps: int = 1_500_000, out: str | Path = "runs/compare", jobs: int | None = None,
+            video_steps: int = 200, launcher: str = "local", **settings: Any) -> Report:
+    """Train every (algorithm, seed) with the same budget and write the report, as
+    ``stridelab compare`` does (started again, it skips finished runs and resumes the rest).
+
+    ``settings`` go to every run (``num_envs=1024``); ``ray_address``, ``ray_cpus_per_run`` and
+    ``ray_gpus_per_run`` are taken as the command's flags. Returns the :class:`Report`.
+    """
+    ray = {k: settings.pop(k) for k in ("ray_address", "ray_cpus_per_run", "ray_gpus_per_run") if k in settings}
+    job = CompareJob(env=env, algos=list(algos), seeds=seeds, total_steps=total_steps, out=out, jobs=jobs,
+                     launcher=launcher, video_steps=video_steps, settings=settings, **ray)
+    from stridelab.provenance import recording_command
+
+    call = {"env": env, "algos": list(algos), "seeds": seeds, "total_steps": total_steps, "out": str(out), **settings}
+    with recording_command(_call_text("compare", call)):
+        return report(run_compare(job))
