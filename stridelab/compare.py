@@ -64,12 +64,15 @@ def default_jobs() -> int:
     return 1 if torch.cuda.is_available() else len(available_cpus())
 
 
+EVALUATIONS = 8  # per compared run, besides the one at step 0
+
+
 def _command(spec: RunSpec, env: str, total_steps: int | None, extra: list[str], progress: bool) -> list[str]:
     base = [sys.executable, "-m", "stridelab", "train"]
     flags = ["--progress" if progress else "--no-progress"]
     if total_steps is not None and not any(a == "--eval-every" or a.startswith("--eval-every=") for a in extra):
-        # Three evaluations per run (a third, two thirds, the end) give the report a curve.
-        extra = [*extra, "--eval-every", str(max(total_steps // 3, 1))]
+        # Eight evaluations per run after the untrained policy's at step 0: a curve with a shape.
+        extra = [*extra, "--eval-every", str(max(total_steps // EVALUATIONS, 1))]
     if total_steps is not None:
         flags += ["--total-steps", str(total_steps)]
     if spec.status() == "partial":
