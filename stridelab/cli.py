@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from stridelab.config import ConfigError, TrainConfig
+from stridelab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EnvironmentFailure, describe_os_error
 
-EXIT_USAGE = 2
+MAX_FRAME_SIZE = 4096  # pixels a side: MuJoCo's offscreen buffer (and memory) beyond that fails
 
 
 def _flag(name: str) -> str:
@@ -71,22 +72,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stridelab", description="Train and compare TRPO and PPO on robot locomotion.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_checkpoint_flag(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--checkpoint", metavar="PATH|NAME", default=None,
+                        help=f"the checkpoint to {verb}: a path, or a file name in RUN_DIR/checkpoints (e.g. best.ckpt); "
+                             "default: the newest intact one (last.ckpt, then step files newest first, then best.ckpt)")
 
-    p_train = sub.add_parser("train", help="train a policy", description="Train a policy with PPO or TRPO.")
-    _add_config_flags(p_train)
-    p_train.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its last checkpoint")
 
-    p_eval = sub.add_parser("eval", help="evaluate a trained policy", description="Mean and std of undiscounted episode returns.")
-    p_eval.add_argument("run_dir", metavar="RUN_DIR")
-    p_eval.add_argument("--episodes", type=_number(int), default=10, help="episodes to average over (default 10)")
-    p_eval.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean")
-    p_eval.add_argument("--seed", type=_number(int), default=None, help="seed of the evaluation envs")
-    p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
-
+def _add_export_and_video(sub: Any) -> None:
     p_export = sub.add_parser("export", help="export the policy as ONNX or torch.export (.pt2)",
                               description="Write the deterministic policy (normalizer and action range included) "
                                           "as one file: observations float32 [B, obs_dim] in, actions [B, act_dim] "
@@ -95,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("run_dir", metavar="RUN_DIR")
     p_export.add_argument("--out", default=None,
                           help="policy.onnx, policy.pt2 or policy.pt (default RUN_DIR/policy.onnx)")
+    _add_checkpoint_flag(p_export, "export")
 
     p_video = sub.add_parser("video", help="render the policy walking (MP4, GIF or Brax HTML viewer)",
                              description="Record one episode of the deterministic policy and render it headless.")
@@ -104,6 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
     p_video.add_argument("--width", type=_number(int), default=320)
     p_video.add_argument("--height", type=_number(int), default=240)
     p_video.add_argument("--seed", type=_number(int), default=0)
+    _add_checkpoint_flag(p_video, "render")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stridelab", description="Train and compare TRPO and PPO on robot locomotion.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_train = sub.add_parser("train", help="train a policy", description="Train a policy with PPO or TRPO.")
+    _add_config_flags(p_train)
+    p_train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                         help="continue the run in RUN_DIR from its newest intact checkpoint")
+    p_train.add_argument("--overwrite", action="store_true",
+                         help="start a new run in a --run-dir that holds one, removing the old run's files first")
+    _add_checkpoint_flag(p_train, "resume from (with --resume)")
+
+    p_eval = sub.add_parser("eval", help="evaluate a trained policy", description="Mean and std of undiscounted episode returns.")
+    p_eval.add_argument("run_dir", metavar="RUN_DIR")
+    p_eval.add_argument("--episodes", type=_number(int), default=10, help="episodes to average over (default 10)")
+    p_eval.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean")
+    p_eval.add_argument("--seed", type=_number(int), default=None, help="seed of the evaluation envs")
+    p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    _add_checkpoint_flag(p_eval, "evaluate")
+
+    _add_export_and_video(sub)
 
     p_cmp = sub.add_parser("compare", help="train every (algorithm, seed) on one task and write the report",
                            description="Train every (algorithm, seed) with the same budget, then write the report. "
@@ -136,33 +154,75 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from stridelab.config import build_config, validate
     from stridelab.envs import check_env_name
-    from stridelab.train import resolve_device, train
+    from stridelab.rundir import check_is_directory, start_fresh
+    from stridelab.train import resolve_device
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.resume:
-        from stridelab.checkpoint import find_checkpoint
-
-        run_dir = Path(args.resume)
-        find_checkpoint(run_dir)
-        try:
-            cfg = TrainConfig.load(run_dir / "config.json")
-        except (OSError, ValueError, TypeError) as e:
-            raise ConfigError(f"cannot resume {str(run_dir)!r}: its config.json is missing or damaged ({type(e).__name__})") from None
-        for key, value in given.items():  # e.g. a larger --total-steps to train on
-            setattr(cfg, key, value)
-        cfg.run_dir = str(run_dir)
+        cfg = _resumed_config(args, given)
     else:
+        if args.checkpoint:
+            raise ConfigError("--checkpoint picks the checkpoint to resume from; use it with --resume RUN_DIR")
         cfg = build_config(given)
-    validate(cfg)
+        validate(cfg)
+        check_is_directory(Path(cfg.run_dir))
     check_env_name(cfg.env)
     resolve_device(cfg.device)
-    from stridelab.train import NonFiniteError, TrainingInterrupted
+    _lock(Path(cfg.run_dir))
+    if not args.resume:
+        start_fresh(Path(cfg.run_dir), args.overwrite)
+    return _train(cfg, args)
+
+
+def _lock(run_dir: Path) -> None:
+    """This process becomes the run directory's one writer until it exits (data-parallel
+    processes other than the first leave that to the first)."""
+    from stridelab.distributed import started_as_first_process
+    from stridelab.rundir import acquire
+
+    if started_as_first_process():
+        acquire(run_dir)
+
+
+def _resumed_config(args: argparse.Namespace, given: dict[str, Any]) -> TrainConfig:
+    """The config of the run to resume, with the flags given on top (e.g. a larger --total-steps);
+    locked first, so no other writer changes config.json while it is read."""
+    from stridelab.checkpoint import CheckpointError
+    from stridelab.config import validate
+    from stridelab.rundir import check_is_directory, check_resume_target
+
+    run_dir = Path(args.resume)
+    check_resume_target(args.resume, given.pop("run_dir", None))
+    if args.overwrite:
+        raise ConfigError("--overwrite starts a new run; it cannot go with --resume")
+    check_is_directory(run_dir, "--resume")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
+    _lock(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"cannot resume {str(run_dir)!r}: it has no config.json (not a stridelab run?)")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    for key, value in given.items():
+        setattr(cfg, key, value)
+    cfg.run_dir = str(run_dir)
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{str(run_dir / 'config.json')!r} with the flags given: {e}") from None
+    return cfg
+
+
+def _train(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    from stridelab.train import NonFiniteError, StopRequested, TrainingInterrupted, train
 
     try:
-        summary = train(cfg, resume=bool(args.resume))
+        summary = train(cfg, resume=bool(args.resume), checkpoint=args.checkpoint)
     except NonFiniteError as e:
         print(f"stridelab train: error: {e}", file=sys.stderr)
         return 1
+    except StopRequested as e:
+        print(f"stridelab train: {e}; nothing to resume from this start", file=sys.stderr)
+        return 128 + e.signum
     except TrainingInterrupted as e:
         print(f"stridelab train: {e}", file=sys.stderr)
         print(f"continue with: stridelab train --resume {cfg.run_dir}", file=sys.stderr)
@@ -179,8 +239,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes <= 0:
         raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
+    _check_seed(args.seed)
     device = resolve_device(args.device)
-    agent, cfg, state = load_agent(Path(args.run_dir), device=device)
+    agent, cfg, state = load_agent(Path(args.run_dir), device=device, checkpoint=args.checkpoint)
     returns = evaluate_agent(agent, cfg, args.episodes, deterministic=not args.stochastic, device=device, seed=args.seed)
     mean, std = float(returns.mean()), float(returns.std(unbiased=False))
     if args.json:
@@ -193,6 +254,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(_format_config(cfg))
         print(f"{args.episodes} episodes, {mode} actions: mean return {mean:.2f} +- {std:.2f}")
     return 0
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2**31:
+        raise ConfigError(f"--seed must be an integer in [0, 2**31), got {seed}")
+
+
+def _check_output_file(flag: str, out: Path) -> None:
+    """An output path that cannot be a file: one line before any work is done."""
+    if out.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} is a directory; give a file name")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r}: {str(parent)!r} is a file, not a directory")
 
 
 def _format_config(cfg: TrainConfig, width: int = 100) -> str:
@@ -211,7 +288,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "policy.onnx"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown export format; use a name ending in {', '.join(FORMATS)}")
-    agent, cfg, state = load_agent(Path(args.run_dir))
+    _check_output_file("--out", out)
+    agent, cfg, state = load_agent(Path(args.run_dir), checkpoint=args.checkpoint)
     if out.suffix == ".pt":
         print("note: TorchScript (.pt) is deprecated by torch; .onnx and .pt2 are the supported formats",
               file=sys.stderr)
@@ -221,10 +299,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", DeprecationWarning)
         out = export_policy(agent, out)
     print(f"exported {cfg.algo} policy for {cfg.env} ({state['global_step']:,} steps) to {out}")
-    shape = f"obs float32 [B, {agent.obs_dim}] -> action [B, {agent.act_dim}]"
-    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs}})[0]  # {shape}",
-             ".pt2": f"torch.export.load({str(out)!r}).module()(obs)  # {shape}",
-             ".pt": f"torch.jit.load({str(out)!r})(obs)  # {shape} (float64 accepted too)"}
+    shape = f"obs [B, {agent.obs_dim}] -> action float32 [B, {agent.act_dim}]"
+    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs.astype(np.float32)}})[0]"
+                      f"  # {shape}",
+             ".pt2": f"torch.export.load({str(out)!r}).module()(obs.float())  # {shape}",
+             ".pt": f"torch.jit.load({str(out)!r})(obs)  # {shape} (float32 or float64)"}
     print(f"use: {usage[out.suffix]}")
     return 0
 
@@ -236,10 +315,14 @@ def cmd_video(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "walk.mp4"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
-    for name in ("steps", "width", "height"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    agent, cfg, _ = load_agent(Path(args.run_dir))
+    if args.steps <= 0:
+        raise ConfigError(f"--steps must be a positive integer, got {args.steps}")
+    for name in ("width", "height"):
+        if not 16 <= getattr(args, name) <= MAX_FRAME_SIZE:
+            raise ConfigError(f"--{name} must be between 16 and {MAX_FRAME_SIZE} pixels, got {getattr(args, name)}")
+    _check_seed(args.seed)
+    _check_output_file("--out", out)
+    agent, cfg, _ = load_agent(Path(args.run_dir), checkpoint=args.checkpoint)
     path, traj, frames = make_video(agent, cfg, out, max_steps=args.steps, seed=args.seed,
                                     width=args.width, height=args.height)
     print(f"wrote {path}: {frames} frames at {1 / traj.dt:g} fps (real time), episode return {traj.episode_return:.1f}")
@@ -252,6 +335,8 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     _check_compare_args(args)
     _check_training_flags(args, extra)
     out = Path(args.out).resolve()  # absolute: Ray's workers may start elsewhere
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out!r} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(out, args.algos, args.seeds)
     check_budgets(specs, args.total_steps)
@@ -330,7 +415,7 @@ def _check_training_flags(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def _write_report(out: Path) -> int:
-    from stridelab.report import build_report
+    from stridelab.report import build_report, pair_line
 
     result = build_report(out)
     for algo, s in result["algorithms"].items():
@@ -338,7 +423,7 @@ def _write_report(out: Path) -> int:
               f"mean {s['mean']:.0f} +- {s['std']:.0f}, worst seed {s['worst']:.0f} of {len(s['returns'])} runs "
               f"(spread {s['best'] - s['worst']:.0f})")
     for p in result["pairs"]:
-        print(f"P({p['x'].upper()} beats {p['y'].upper()}) = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
+        print(pair_line(p))
     print(f"report:      {out / 'report.html'} (self-contained) and {out / 'report.md'}")
     media = out / "media"
     if media.is_dir():
@@ -387,24 +472,36 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "compare":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from stridelab.checkpoint import CheckpointError
-
-    if args.command == "compare":
-        try:
-            return cmd_compare(args, extra)
-        except (ConfigError, CheckpointError, ValueError) as e:
-            print(f"stridelab compare: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
     handlers = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "video": cmd_video,
                 "report": cmd_report, "envs": cmd_envs}
+    if args.command == "compare":
+        return _one_line_errors(args.command, lambda: cmd_compare(args, extra))
+    return _one_line_errors(args.command, lambda: handlers[args.command](args))
+
+
+def _one_line_errors(command: str, run: typing.Callable[[], int]) -> int:
+    """Run a command; its errors become one line and an exit code: 2 for bad input, 3 when the
+    machine refused (full disk, permissions, a read-only filesystem, a busy run directory)."""
+    import contextlib
+
+    from stridelab.checkpoint import CheckpointError
+    from stridelab.interrupt import stop_on_signals
+
     try:
-        return handlers[args.command](args)
+        # train: SIGINT/SIGTERM only set a flag from the start, checked at safe points (stridelab.interrupt)
+        with stop_on_signals() if command == "train" else contextlib.nullcontext():
+            return run()
     except (ConfigError, CheckpointError, ValueError) as e:
-        print(f"stridelab {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        message, code = str(e), EXIT_USAGE
+    except EnvironmentFailure as e:
+        message, code = str(e), EXIT_ENVIRONMENT
+    except OSError as e:
+        message, code = describe_os_error(e)
     except KeyboardInterrupt:
         print("stridelab: interrupted", file=sys.stderr)
         return 130
+    print(f"stridelab {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -12,12 +12,10 @@ import json
 import math
 import random
 import signal
-import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from stridelab.checkpoint import (
 )
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import VecEnv
+from stridelab.interrupt import raise_if_stopped, stop_on_signals
 from stridelab.models import ActorCritic
 from stridelab.ops import policy_change
 from stridelab.rollout import (
@@ -240,27 +239,6 @@ class Clock:
         return steps / max(time.perf_counter() - self.steady_start - (self.eval_s - self.steady_eval0), 1e-9)
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[dict[str, int | None]]:
-    """SIGINT/SIGTERM set a flag the loop checks after each iteration; a second one aborts."""
-    flag: dict[str, int | None] = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag["signum"] is not None:
-            raise KeyboardInterrupt
-        flag["signum"] = signum
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
 # --------------------------------------------------------------------------------------------
 # the runner
 
@@ -321,6 +299,7 @@ class Runner:
         self._start_step = self.progress.global_step
         try:
             with stop_on_signals() as stop, self._progress_bar() as bar:
+                raise_if_stopped(stop)  # asked for during set-up: stop before training at all
                 while self.progress.iteration < last:
                     self.log(self.train_one_iteration(last))
                     bar.update(self.steps_per_iter)
