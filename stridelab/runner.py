@@ -35,7 +35,7 @@ from stridelab.checkpoint import (
 )
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import VecEnv
-from stridelab.interrupt import raise_if_stopped, stop_on_signals
+from stridelab.interrupt import stop_on_signals
 from stridelab.models import ActorCritic
 from stridelab.ops import policy_change
 from stridelab.rollout import (
@@ -299,7 +299,8 @@ class Runner:
         self._start_step = self.progress.global_step
         try:
             with stop_on_signals() as stop, self._progress_bar() as bar:
-                raise_if_stopped(stop)  # asked for during set-up: stop before training at all
+                if self.comm.any_true(stop["signum"] is not None):  # asked for during set-up (a compile, say):
+                    self._checkpoint_if_due(last, True, stop["signum"])  # a checkpoint to resume, then stop
                 while self.progress.iteration < last:
                     self.log(self.train_one_iteration(last))
                     bar.update(self.steps_per_iter)
