@@ -73,6 +73,8 @@ def acquire(run_dir: Path) -> bool:
     f.write(f"{os.getpid()}\n")
     f.flush()
     _held[key] = f
+    for partial in (run_dir / CKPT_DIR).glob(".*.tmp"):  # a writer killed mid-write; nobody else writes now
+        partial.unlink(missing_ok=True)
     return True
 
 
