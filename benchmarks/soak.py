@@ -24,12 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-TASKS = {  # tiny settings; the kill window spans start-up and a few dozen iterations
+TASKS = {  # tiny settings; the kill window: seconds of training after this process's first checkpoint
     "ant": {"flags": ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "4", "--vf-minibatches", "4"],
-            "batch": 512, "window": (2.0, 40.0)},
+            "batch": 512, "window": (0.0, 8.0)},
     "Hopper-v5": {"flags": ["--num-envs", "4", "--num-steps", "64", "--num-minibatches", "4", "--vf-minibatches",
-                            "4", "--update-epochs", "2", "--vf-epochs", "2"], "batch": 256, "window": (2.0, 25.0)},
+                            "4", "--update-epochs", "2", "--vf-epochs", "2"], "batch": 256, "window": (0.0, 8.0)},
 }
+STARTUP_SHARE, STARTUP_WINDOW = 0.2, (0.5, 10.0)
 COMMON = ["--eval-episodes", "0", "--no-progress", "--checkpoint-every", "1", "--keep-checkpoints", "3"]
 
 
@@ -46,22 +47,36 @@ def soak(task: str, out: Path, cycles: int, total: int, rng: random.Random) -> d
     log = open(out / f"{task}.log", "a")  # noqa: SIM115 - closed below
     kills, finished_early = [], 0
     for cycle in range(cycles):
+        started = time.time()
         proc = subprocess.Popen(_command(task, run, total), stdout=log, stderr=log)
-        delay = rng.uniform(*TASKS[task]["window"])
+        # One kill in five lands in start-up (imports, JAX compiling); the others at a random
+        # moment of training, counted from this process's first checkpoint.
+        in_startup = rng.random() < STARTUP_SHARE
+        if not in_startup:
+            _wait_for_checkpoint(run, started, proc)
+        delay = rng.uniform(*(STARTUP_WINDOW if in_startup else TASKS[task]["window"]))
         try:
             proc.wait(timeout=delay)
             finished_early += 1  # the run reached its end before the kill
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        kills.append({"cycle": cycle, "delay_s": round(delay, 2), "step": _saved_step(run)})
-        print(f"[soak] {task} cycle {cycle + 1}/{cycles}: killed after {delay:.1f} s, "
-              f"checkpoint at step {kills[-1]['step']}", flush=True)
+        kills.append({"cycle": cycle, "in_startup": in_startup, "delay_s": round(delay, 2),
+                      "after_s": round(time.time() - started, 1), "step": _saved_step(run)})
+        print(f"[soak] {task} cycle {cycle + 1}/{cycles}: killed {kills[-1]['after_s']} s after start "
+              f"({'in start-up' if in_startup else f'{delay:.1f} s into training'}), checkpoint at step "
+              f"{kills[-1]['step']}", flush=True)
     t = time.perf_counter()
     final = subprocess.run(_command(task, run, total), stdout=log, stderr=log)
     log.close()
     return {"task": task, "cycles": cycles, "finished_before_kill": finished_early, "kills": kills,
             "final_exit": final.returncode, "final_s": round(time.perf_counter() - t, 1), **check(run, total, task)}
+
+
+def _wait_for_checkpoint(run: Path, started: float, proc: subprocess.Popen) -> None:
+    last = run / "checkpoints" / "last.ckpt"
+    while proc.poll() is None and not (last.is_file() and last.stat().st_mtime > started):
+        time.sleep(0.2)
 
 
 def _saved_step(run: Path) -> int | None:
@@ -104,7 +119,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=50, help="kills per task (default 50)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--total-steps", type=int, default=None,
-                        help="per task (default: 1,000 steps per cycle per batch-size unit, see the code)")
+                        help="per task (default: 12 iterations per cycle + 20)")
     parser.add_argument("--out", default="runs/soak")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
     args = parser.parse_args()
@@ -114,7 +129,7 @@ def main() -> int:
     results = []
     for task in args.tasks:
         # Long enough that the kills land in training, short enough to finish after them.
-        total = args.total_steps or TASKS[task]["batch"] * (8 * args.cycles + 40)
+        total = args.total_steps or TASKS[task]["batch"] * (12 * args.cycles + 20)
         t = time.perf_counter()
         result = soak(task, out, args.cycles, total, rng)
         result["wall_s"] = round(time.perf_counter() - t, 1)
