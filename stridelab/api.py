@@ -122,54 +122,135 @@ def to_flags(settings: dict[str, Any]) -> list[str]:
 # the verbs, shared with cli.py
 
 
-def train_config(given: dict[str, Any], resume: str | Path | None = None) -> TrainConfig:
+MAX_FRAME_SIZE = 4096  # pixels a side: MuJoCo's offscreen buffer (and memory) beyond that fails
+
+
+def check_seed(seed: Any) -> None:
+    """A seed the simulators take (Gymnasium refuses negative ones, numpy those of 2**32 and up)."""
+    if seed is not None and (not _has_type(seed, int) or not 0 <= seed < 2**31):
+        raise ConfigError(f"--seed must be an integer in [0, 2**31), got {seed}")
+
+
+def check_output_file(flag: str, out: Path) -> None:
+    """An output path that cannot be a file: one line before any work is done."""
+    if out.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} is a directory; give a file name")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r}: {str(parent)!r} is a file, not a directory")
+
+
+def train_config(given: dict[str, Any], resume: str | Path | None = None, overwrite: bool = False,
+                 checkpoint: str | None = None) -> TrainConfig:
     """The config a training run uses: presets < ``given`` settings, or, with ``resume``, the
-    run's saved config < ``given`` (e.g. a larger ``total_steps``); validated for this machine."""
-    from stridelab.config import TrainConfig, build_config, validate
+    run's saved config < ``given`` (e.g. a larger ``total_steps``); validated for this machine.
+    Checks only: it takes no lock and changes nothing (:func:`training_run` does)."""
+    from stridelab.config import build_config, validate
     from stridelab.envs import check_env_name
+    from stridelab.rundir import check_is_directory
     from stridelab.train import resolve_device
 
     with config_errors():
         if resume:
-            from stridelab.checkpoint import find_checkpoint
-
-            run_dir = Path(resume)
-            find_checkpoint(run_dir)
-            try:
-                cfg = TrainConfig.load(run_dir / "config.json")
-            except (OSError, ValueError, TypeError) as e:
-                raise ConfigError(f"cannot resume {str(run_dir)!r}: its config.json is missing or damaged "
-                                  f"({type(e).__name__})") from None
-            for key, value in given.items():
-                setattr(cfg, key, value)
-            cfg.run_dir = str(run_dir)
+            cfg = _resumed_config(resume, dict(given), overwrite, checkpoint)
         else:
+            if checkpoint is not None:
+                raise ConfigError("--checkpoint picks the checkpoint to resume from; use it with --resume RUN_DIR")
             cfg = build_config(given)
-        validate(cfg)
+            validate(cfg)
+            check_is_directory(Path(cfg.run_dir))
         check_env_name(cfg.env)
         resolve_device(cfg.device)
     return cfg
 
 
+def _check_resume_target(resume: str | Path, given: dict[str, Any], overwrite: bool) -> None:
+    """What can be said of ``resume`` before its lock is taken (``given`` loses its ``run_dir``)."""
+    from stridelab.checkpoint import CheckpointError
+    from stridelab.rundir import check_is_directory, check_resume_target
+
+    check_resume_target(str(resume), given.pop("run_dir", None))
+    if overwrite:
+        raise ConfigError("--overwrite starts a new run; it cannot go with --resume")
+    check_is_directory(Path(resume), "--resume")
+    if not Path(resume).is_dir():
+        raise CheckpointError(f"run directory {str(resume)!r} does not exist")
+
+
+def _resumed_config(resume: str | Path, given: dict[str, Any], overwrite: bool,
+                    checkpoint: str | None) -> TrainConfig:
+    """The saved config of the run to resume with ``given`` on top, and a checkpoint to resume
+    from (found, not loaded: training loads it, falling back past damaged ones)."""
+    from stridelab.checkpoint import CheckpointError
+    from stridelab.config import TrainConfig, validate
+    from stridelab.rundir import check_has_checkpoint
+
+    _check_resume_target(resume, given, overwrite)
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"cannot resume {str(run_dir)!r}: it has no config.json (not a stridelab run?)")
+    cfg = TrainConfig.load(run_dir / "config.json")  # a wrong type: one line naming the file and field
+    for key, value in given.items():
+        setattr(cfg, key, value)
+    cfg.run_dir = str(run_dir)
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{str(run_dir / 'config.json')!r} with the flags given: {e}") from None
+    check_has_checkpoint(run_dir, checkpoint)
+    return cfg
+
+
+@contextlib.contextmanager
+def training_run(given: dict[str, Any], resume: str | Path | None = None, overwrite: bool = False,
+                 checkpoint: str | None = None) -> Iterator[TrainConfig]:
+    """:func:`train_config`'s config, this process being the run directory's one writer inside
+    the block (:mod:`stridelab.rundir`). A resumed run is locked before its ``config.json`` is
+    read, so no other writer changes it meanwhile; a fresh run refuses a directory that holds an
+    old one unless ``overwrite``, which removes the old run's files under the lock. Data-parallel
+    processes other than the first leave the lock and the old files to the first."""
+    from stridelab.distributed import started_as_first_process
+    from stridelab.rundir import start_fresh, writer
+
+    first = started_as_first_process()
+    if resume:
+        with config_errors():
+            _check_resume_target(resume, dict(given), overwrite)
+        with writer(Path(resume)) if first else contextlib.nullcontext():
+            yield train_config(given, resume, overwrite, checkpoint)
+        return
+    cfg = train_config(given, None, overwrite, checkpoint)
+    with writer(Path(cfg.run_dir)) if first else contextlib.nullcontext():
+        if first:
+            with config_errors():
+                start_fresh(Path(cfg.run_dir), overwrite)
+        yield cfg
+
+
 def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", checkpoint: str | None = None) -> dict[str, Any]:
     """``stridelab eval``: mean and std of ``episodes`` fresh episodes' undiscounted returns,
-    with each return, the run's step count, config and simulator."""
+    with each return, the run's step count, config and simulator. ``checkpoint`` (a path, or a
+    file name in ``RUN/checkpoints``) picks one; by default the newest intact one."""
     from stridelab.evaluate import evaluate_agent, load_agent
     from stridelab.train import resolve_device
 
     if not _has_type(episodes, int) or episodes <= 0:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
+    check_seed(seed)
     with config_errors():
         device = resolve_device(device)
-        agent, cfg, state = load_agent(Path(run_dir), device=device)
+        agent, cfg, state = load_agent(Path(run_dir), device=device, checkpoint=checkpoint)
     returns = evaluate_agent(agent, cfg, episodes, deterministic=not stochastic, device=device, seed=seed)
     return {"mean": float(returns.mean()), "std": float(returns.std(unbiased=False)), "episodes": episodes,
             "returns": returns.tolist(), "global_step": state["global_step"], "config": cfg.to_dict(),
             "simulator": state["env_spec"].get("simulator", "brax")}
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Any, TrainConfig, dict]:
+def export_run(run_dir: str | Path, out: str | Path | None = None,
+               checkpoint: str | None = None) -> tuple[Path, Any, TrainConfig, dict]:
     """``stridelab export``: the deterministic policy as one file, its format by ``out``'s
     suffix (default ``RUN_DIR/policy.onnx``); returns the path, the agent, config and checkpoint."""
     from stridelab.evaluate import load_agent
@@ -178,13 +259,14 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path
     out = Path(out) if out else Path(run_dir) / "policy.onnx"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown export format; use a name ending in {', '.join(FORMATS)}")
+    check_output_file("--out", out)
     with config_errors():
-        agent, cfg, state = load_agent(Path(run_dir))
+        agent, cfg, state = load_agent(Path(run_dir), checkpoint=checkpoint)
     return export_policy(agent, out), agent, cfg, state
 
 
 def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 300, width: int = 320,
-              height: int = 240, seed: int = 0) -> tuple[Path, Any, int]:
+              height: int = 240, seed: int = 0, checkpoint: str | None = None) -> tuple[Path, Any, int]:
     """``stridelab video``: one episode of the deterministic policy as MP4, GIF or Brax's HTML
     viewer (default ``RUN_DIR/walk.mp4``); returns the path, the trajectory and the frame count."""
     from stridelab.evaluate import load_agent
@@ -193,11 +275,15 @@ def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 3
     out = Path(out) if out else Path(run_dir) / "walk.mp4"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
-    for name, value in (("steps", steps), ("width", width), ("height", height)):
-        if not _has_type(value, int) or value <= 0:
-            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    if not _has_type(steps, int) or steps <= 0:
+        raise ConfigError(f"--steps must be a positive integer, got {steps}")
+    for name, value in (("width", width), ("height", height)):
+        if not _has_type(value, int) or not 16 <= value <= MAX_FRAME_SIZE:
+            raise ConfigError(f"--{name} must be between 16 and {MAX_FRAME_SIZE} pixels, got {value}")
+    check_seed(seed)
+    check_output_file("--out", out)
     with config_errors():
-        agent, cfg, _ = load_agent(Path(run_dir))
+        agent, cfg, _ = load_agent(Path(run_dir), checkpoint=checkpoint)
         return make_video(agent, cfg, out, max_steps=steps, seed=seed, width=width, height=height)
 
 
@@ -234,6 +320,8 @@ class CompareJob:
             raise ConfigError(f"--jobs must be a positive integer, got {self.jobs}")
         if not _has_type(self.video_steps, int) or self.video_steps < 0:
             raise ConfigError(f"--video-steps must be >= 0, got {self.video_steps}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {str(self.out)!r} is a file, not a directory")
         with config_errors():
             from stridelab.envs import check_env_name
 
@@ -333,10 +421,14 @@ class Run:
 
     Attributes:
         path: the run directory.
+        checkpoint: the checkpoint its verbs use (a path, or a file name in ``RUN/checkpoints``
+            such as ``"best.ckpt"``); ``None``: the newest intact one. A verb's own
+            ``checkpoint=`` overrides it.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, checkpoint: str | None = None) -> None:
         self.path = Path(path)
+        self.checkpoint = checkpoint
 
     def __repr__(self) -> str:
         cfg, summary = self.config, self.summary
@@ -379,38 +471,47 @@ class Run:
         return np.array([p[0] for p in points], dtype=np.int64), np.array([p[1] for p in points])
 
     def evaluate(self, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", checkpoint: str | None = None) -> dict[str, Any]:
         """``stridelab eval RUN --json``: ``{"mean", "std", "episodes", "returns", "global_step", ...}``."""
-        return evaluate_run(self.path, episodes, stochastic, seed, device)
+        return evaluate_run(self.path, episodes, stochastic, seed, device, checkpoint or self.checkpoint)
 
     def video(self, out: str | Path | None = None, steps: int = 300, width: int = 320, height: int = 240,
-              seed: int = 0) -> Any:
+              seed: int = 0, checkpoint: str | None = None) -> Any:
         """``stridelab video RUN``: writes ``out`` (default ``RUN/walk.mp4``; .gif, or .html for
         Brax's viewer) and shows it inline in a notebook; elsewhere returns its path."""
-        path, _, _ = video_run(self.path, out, steps, width, height, seed)
+        path, _, _ = video_run(self.path, out, steps, width, height, seed, checkpoint or self.checkpoint)
         return _show_media(path)
 
-    def policy(self, device: str = "cpu") -> Any:
+    def policy(self, device: str = "cpu", checkpoint: str | None = None) -> Any:
         """The trained networks (:class:`~stridelab.models.ActorCritic`, normalizer included, in
         eval mode): ``policy(obs)`` is the deterministic action an export computes."""
         from stridelab.evaluate import load_agent
 
         with config_errors():
-            return load_agent(self.path, device=device)[0]
+            return load_agent(self.path, device=device, checkpoint=checkpoint or self.checkpoint)[0]
 
-    def export(self, path: str | Path | None = None) -> Path:
+    def export(self, path: str | Path | None = None, checkpoint: str | None = None) -> Path:
         """``stridelab export RUN --out path``: ``.onnx`` (default ``RUN/policy.onnx``) or ``.pt2``."""
-        return export_run(self.path, path)[0]
+        return export_run(self.path, path, checkpoint or self.checkpoint)[0]
 
 
-def load(run_dir: str | Path) -> Run:
-    """The run in ``run_dir`` (trained by :func:`train`, ``stridelab train`` or ``compare``)."""
+def load(run_dir: str | Path, checkpoint: str | None = None) -> Run:
+    """The run in ``run_dir`` (trained by :func:`train`, ``stridelab train`` or ``compare``);
+    its verbs use ``checkpoint`` (``"best.ckpt"``, ``"step_000001000000.ckpt"`` or a path), by
+    default the newest intact checkpoint (``last.ckpt``, falling back past damaged ones)."""
     path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run directory {str(path)!r} is a file, not a directory")
     if not path.is_dir():
         raise ConfigError(f"run directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
         raise ConfigError(f"{str(path)!r} is not a run directory (no config.json)")
-    return Run(path)
+    if checkpoint is not None:
+        from stridelab.rundir import check_has_checkpoint
+
+        with config_errors():
+            check_has_checkpoint(path, checkpoint)
+    return Run(path, checkpoint)
 
 
 def _call_text(name: str, kwargs: dict[str, Any]) -> str:
@@ -418,7 +519,8 @@ def _call_text(name: str, kwargs: dict[str, Any]) -> str:
 
 
 def train(env: str = "ant", algo: str = "ppo", total_steps: int | None = None, seed: int | None = None,
-          run_dir: str | Path | None = None, resume: bool = False, **settings: Any) -> Run:
+          run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+          checkpoint: str | None = None, **settings: Any) -> Run:
     """Train a policy, as ``stridelab train`` does; returns the :class:`Run`.
 
     Args:
@@ -427,13 +529,20 @@ def train(env: str = "ant", algo: str = "ppo", total_steps: int | None = None, s
         total_steps: env steps to train for (default: the presets').
         seed: random seed (default 1).
         run_dir: where logs and checkpoints go (default ``runs/<env>_<algo>_s<seed>``).
-        resume: continue the run in ``run_dir`` from its last checkpoint (``settings`` and
-            ``total_steps`` override its saved config; ``env`` and ``algo`` are its own).
+        resume: continue the run in ``run_dir`` from its newest intact checkpoint (``settings``
+            and ``total_steps`` override its saved config; ``env`` and ``algo`` are its own).
+        overwrite: start a new run in a ``run_dir`` that already holds one, removing the old
+            run's files first; without it (and without ``resume``) such a ``run_dir`` is refused.
+        checkpoint: with ``resume``, the checkpoint to continue from (``"best.ckpt"``, a step
+            file's name or a path).
         **settings: any other :class:`~stridelab.config.TrainConfig` field (``num_envs=1024``,
             ``learning_rate=1e-4``, ``progress=False``).
 
     Raises:
-        ConfigError: a bad argument (the message ``stridelab train`` prints).
+        ConfigError: a bad argument (the message ``stridelab train`` prints), or ``run_dir``
+            already holds a run and neither ``resume`` nor ``overwrite`` was given.
+        ~stridelab.errors.RunDirBusy: another live process is writing ``run_dir``.
+        ~stridelab.interrupt.StopRequested: the kernel was interrupted before the first update (nothing to resume).
         TrainingInterrupted: the kernel was interrupted; a checkpoint was written and
             ``resume=True`` continues.
     """
@@ -446,10 +555,11 @@ def train(env: str = "ant", algo: str = "ppo", total_steps: int | None = None, s
         given = {"env": env, "algo": algo} | given
     elif run_dir is None:
         raise ConfigError("resume=True needs run_dir: the run to continue")
-    cfg = train_config(check_settings(given), resume=run_dir if resume else None)
     call = {"env": env, "algo": algo, **given} if not resume else {"run_dir": str(run_dir), "resume": True, **given}
-    with recording_command(_call_text("train", call)):
-        train_cfg(cfg, resume=resume)
+    call |= {k: v for k, v in (("overwrite", overwrite), ("checkpoint", checkpoint)) if v}
+    with training_run(check_settings(given), run_dir if resume else None, overwrite, checkpoint) as cfg, \
+            recording_command(_call_text("train", call)):
+        train_cfg(cfg, resume=resume, checkpoint=checkpoint)
     return Run(cfg.run_dir)
 
 

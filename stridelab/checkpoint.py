@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 CKPT_DIR = "checkpoints"
-_STEP_RE = re.compile(r"step_(\d+)\.ckpt$")
+STEP_RE = re.compile(r"step_(\d+)\.ckpt$")
 
 
 class CheckpointError(RuntimeError):
@@ -41,12 +42,22 @@ def atomic_torch_save(obj: Any, path: Path, check_finite: Any = None) -> None:
     if check_finite is not None and not all_finite(check_finite):
         raise CheckpointError(f"refusing to write {str(path)!r}: the state holds NaN or infinite values")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Serialized in memory first: torch.save writing into a full disk fails with a RuntimeError
+    # about a zip position; a plain write fails with ENOSPC, which says what happened.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path.parent)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:  # name the checkpoint, not the temporary file
+                raise OSError(e.errno, e.strerror, str(path)) from None
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -65,7 +76,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], step: int, keep: int) 
     path = ckpt_dir / f"step_{step:012d}.ckpt"
     atomic_torch_save(state, path, check_finite=_learned_state(state))
     atomic_torch_save(state, ckpt_dir / "last.ckpt")
-    steps = sorted(p for p in ckpt_dir.glob("step_*.ckpt") if _STEP_RE.search(p.name))
+    steps = sorted(p for p in ckpt_dir.glob("step_*.ckpt") if STEP_RE.search(p.name))
     for old in steps[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -91,6 +102,8 @@ def find_checkpoint(run_dir: Path) -> Path:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
+    except OSError:
+        raise  # permission denied, an I/O error: the machine's failure, not the file's
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a stridelab checkpoint ({type(e).__name__})") from None
     missing = [k for k in ("agent", "config", "env_spec", "global_step") if not isinstance(state, dict) or k not in state]

@@ -1,4 +1,5 @@
-"""The ``stridelab`` command: parse, validate, call. Bad input is one line and exit code 2."""
+"""The ``stridelab`` command: parse, call :mod:`stridelab.api`, print. Bad input is one line and
+exit code 2; the machine refusing (a full disk, a permission, a busy run directory) one line and 3."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stridelab.config import ConfigError, TrainConfig
-
-EXIT_USAGE = 2
+from stridelab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EnvironmentFailure, describe_os_error
 
 
 def _flag(name: str) -> str:
@@ -71,22 +71,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stridelab", description="Train and compare TRPO and PPO on robot locomotion.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_checkpoint_flag(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--checkpoint", metavar="PATH|NAME", default=None,
+                        help=f"the checkpoint to {verb}: a path, or a file name in RUN_DIR/checkpoints (e.g. best.ckpt); "
+                             "default: the newest intact one (last.ckpt, then step files newest first, then best.ckpt)")
 
-    p_train = sub.add_parser("train", help="train a policy", description="Train a policy with PPO or TRPO.")
-    _add_config_flags(p_train)
-    p_train.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its last checkpoint")
 
-    p_eval = sub.add_parser("eval", help="evaluate a trained policy", description="Mean and std of undiscounted episode returns.")
-    p_eval.add_argument("run_dir", metavar="RUN_DIR")
-    p_eval.add_argument("--episodes", type=_number(int), default=10, help="episodes to average over (default 10)")
-    p_eval.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean")
-    p_eval.add_argument("--seed", type=_number(int), default=None, help="seed of the evaluation envs")
-    p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
-
+def _add_export_and_video(sub: Any) -> None:
     p_export = sub.add_parser("export", help="export the policy as ONNX or torch.export (.pt2)",
                               description="Write the deterministic policy (normalizer and action range included) "
                                           "as one file: observations float32 [B, obs_dim] in, actions [B, act_dim] "
@@ -95,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("run_dir", metavar="RUN_DIR")
     p_export.add_argument("--out", default=None,
                           help="policy.onnx, policy.pt2 or policy.pt (default RUN_DIR/policy.onnx)")
+    _add_checkpoint_flag(p_export, "export")
 
     p_video = sub.add_parser("video", help="render the policy walking (MP4, GIF or Brax HTML viewer)",
                              description="Record one episode of the deterministic policy and render it headless.")
@@ -104,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     p_video.add_argument("--width", type=_number(int), default=320)
     p_video.add_argument("--height", type=_number(int), default=240)
     p_video.add_argument("--seed", type=_number(int), default=0)
+    _add_checkpoint_flag(p_video, "render")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stridelab", description="Train and compare TRPO and PPO on robot locomotion.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_train = sub.add_parser("train", help="train a policy", description="Train a policy with PPO or TRPO.")
+    _add_config_flags(p_train)
+    p_train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                         help="continue the run in RUN_DIR from its newest intact checkpoint")
+    p_train.add_argument("--overwrite", action="store_true",
+                         help="start a new run in a --run-dir that holds one, removing the old run's files first")
+    _add_checkpoint_flag(p_train, "resume from (with --resume)")
+
+    p_eval = sub.add_parser("eval", help="evaluate a trained policy", description="Mean and std of undiscounted episode returns.")
+    p_eval.add_argument("run_dir", metavar="RUN_DIR")
+    p_eval.add_argument("--episodes", type=_number(int), default=10, help="episodes to average over (default 10)")
+    p_eval.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean")
+    p_eval.add_argument("--seed", type=_number(int), default=None, help="seed of the evaluation envs")
+    p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    _add_checkpoint_flag(p_eval, "evaluate")
+
+    _add_export_and_video(sub)
 
     p_cmp = sub.add_parser("compare", help="train every (algorithm, seed) on one task and write the report",
                            description="Train every (algorithm, seed) with the same budget, then write the report. "
@@ -139,19 +156,22 @@ def _given(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stridelab.api import train_config
-    from stridelab.train import NonFiniteError, TrainingInterrupted, train
+    from stridelab.api import training_run
+    from stridelab.train import NonFiniteError, StopRequested, TrainingInterrupted, train
 
-    cfg = train_config(_given(args), resume=args.resume)
-    try:
-        summary = train(cfg, resume=bool(args.resume))
-    except NonFiniteError as e:
-        print(f"stridelab train: error: {e}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as e:
-        print(f"stridelab train: {e}", file=sys.stderr)
-        print(f"continue with: stridelab train --resume {cfg.run_dir}", file=sys.stderr)
-        return 128 + e.signum
+    with training_run(_given(args), args.resume, args.overwrite, args.checkpoint) as cfg:
+        try:
+            summary = train(cfg, resume=bool(args.resume), checkpoint=args.checkpoint)
+        except NonFiniteError as e:
+            print(f"stridelab train: error: {e}", file=sys.stderr)
+            return 1
+        except StopRequested as e:
+            print(f"stridelab train: {e}; nothing to resume from this start", file=sys.stderr)
+            return 128 + e.signum
+        except TrainingInterrupted as e:
+            print(f"stridelab train: {e}", file=sys.stderr)
+            print(f"continue with: stridelab train --resume {cfg.run_dir}", file=sys.stderr)
+            return 128 + e.signum
     print(f"run dir: {cfg.run_dir}")
     for key, value in summary.items():
         print(f"{key}: {value:.4g}")
@@ -161,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from stridelab.api import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.episodes, args.stochastic, args.seed, args.device)
+    result = evaluate_run(args.run_dir, args.episodes, args.stochastic, args.seed, args.device, args.checkpoint)
     simulator = result.pop("simulator")
     if args.json:
         print(json.dumps(result))
@@ -189,17 +209,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from stridelab.api import export_run
 
-    if args.out and Path(args.out).suffix == ".pt":
+    with warnings.catch_warnings():  # the note below says it; torch's and our warning would repeat it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out, agent, cfg, state = export_run(args.run_dir, args.out, args.checkpoint)
+    if out.suffix == ".pt":  # after the checks: a refused command stays one line
         print("note: TorchScript (.pt) is deprecated by torch; .onnx and .pt2 are the supported formats",
               file=sys.stderr)
-    with warnings.catch_warnings():  # the note above says it; torch's and our warning would repeat it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        out, agent, cfg, state = export_run(args.run_dir, args.out)
     print(f"exported {cfg.algo} policy for {cfg.env} ({state['global_step']:,} steps) to {out}")
-    shape = f"obs float32 [B, {agent.obs_dim}] -> action [B, {agent.act_dim}]"
-    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs}})[0]  # {shape}",
-             ".pt2": f"torch.export.load({str(out)!r}).module()(obs)  # {shape}",
-             ".pt": f"torch.jit.load({str(out)!r})(obs)  # {shape} (float64 accepted too)"}
+    shape = f"obs [B, {agent.obs_dim}] -> action float32 [B, {agent.act_dim}]"
+    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs.astype(np.float32)}})[0]"
+                      f"  # {shape}",
+             ".pt2": f"torch.export.load({str(out)!r}).module()(obs.float())  # {shape}",
+             ".pt": f"torch.jit.load({str(out)!r})(obs)  # {shape} (float32 or float64)"}
     print(f"use: {usage[out.suffix]}")
     return 0
 
@@ -207,7 +228,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_video(args: argparse.Namespace) -> int:
     from stridelab.api import video_run
 
-    path, traj, frames = video_run(args.run_dir, args.out, args.steps, args.width, args.height, args.seed)
+    path, traj, frames = video_run(args.run_dir, args.out, args.steps, args.width, args.height, args.seed,
+                                   args.checkpoint)
     print(f"wrote {path}: {frames} frames at {1 / traj.dt:g} fps (real time), episode return {traj.episode_return:.1f}")
     return 0
 
@@ -230,7 +252,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _write_report(out: Path) -> int:
-    from stridelab.report import build_report
+    from stridelab.report import build_report, pair_line
 
     result = build_report(out)
     for algo, s in result["algorithms"].items():
@@ -238,7 +260,7 @@ def _write_report(out: Path) -> int:
               f"mean {s['mean']:.0f} +- {s['std']:.0f}, worst seed {s['worst']:.0f} of {len(s['returns'])} runs "
               f"(spread {s['best'] - s['worst']:.0f})")
     for p in result["pairs"]:
-        print(f"P({p['x'].upper()} beats {p['y'].upper()}) = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]")
+        print(pair_line(p))
     print(f"report:      {out / 'report.html'} (self-contained) and {out / 'report.md'}")
     media = out / "media"
     if media.is_dir():
@@ -287,24 +309,36 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "compare":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from stridelab.checkpoint import CheckpointError
-
-    if args.command == "compare":
-        try:
-            return cmd_compare(args, extra)
-        except (ConfigError, CheckpointError, ValueError) as e:
-            print(f"stridelab compare: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
     handlers = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "video": cmd_video,
                 "report": cmd_report, "envs": cmd_envs}
+    if args.command == "compare":
+        return _one_line_errors(args.command, lambda: cmd_compare(args, extra))
+    return _one_line_errors(args.command, lambda: handlers[args.command](args))
+
+
+def _one_line_errors(command: str, run: typing.Callable[[], int]) -> int:
+    """Run a command; its errors become one line and an exit code: 2 for bad input, 3 when the
+    machine refused (full disk, permissions, a read-only filesystem, a busy run directory)."""
+    import contextlib
+
+    from stridelab.checkpoint import CheckpointError
+    from stridelab.interrupt import stop_on_signals
+
     try:
-        return handlers[args.command](args)
+        # train: SIGINT/SIGTERM only set a flag from the start, checked at safe points (stridelab.interrupt)
+        with stop_on_signals() if command == "train" else contextlib.nullcontext():
+            return run()
     except (ConfigError, CheckpointError, ValueError) as e:
-        print(f"stridelab {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        message, code = str(e), EXIT_USAGE
+    except EnvironmentFailure as e:
+        message, code = str(e), EXIT_ENVIRONMENT
+    except OSError as e:
+        message, code = describe_os_error(e)
     except KeyboardInterrupt:
         print("stridelab: interrupted", file=sys.stderr)
         return 130
+    print(f"stridelab {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

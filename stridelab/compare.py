@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class RunSpec:
     def status(self) -> str:
         if (self.run_dir / "summary.json").is_file():
             return "done"
-        if (self.run_dir / CKPT_DIR / "last.ckpt").is_file():
+        if any((self.run_dir / CKPT_DIR).glob("*.ckpt")):  # resume falls back past a damaged last.ckpt
             return "partial"
         return "new"
 
@@ -77,8 +78,10 @@ def _command(spec: RunSpec, env: str, total_steps: int | None, extra: list[str],
         flags += ["--total-steps", str(total_steps)]
     if spec.status() == "partial":
         return base + ["--resume", str(spec.run_dir), *flags]
+    # "new": no checkpoint to continue from; what a run killed before its first one left (config.json,
+    # a few TensorBoard events) is replaced, so its steps are not logged twice.
     return base + ["--algo", spec.algo, "--env", env, "--seed", str(spec.seed), "--run-dir", str(spec.run_dir),
-                   *flags, *extra]
+                   "--overwrite", *flags, *extra]
 
 
 def run_grid(specs: list[RunSpec], env: str, total_steps: int | None, extra: list[str], jobs: int) -> list[RunSpec]:
@@ -136,12 +139,39 @@ def _start_run(spec: RunSpec, env: str, total_steps: int | None, extra: list[str
     if cores:  # one core and one torch thread per run (read by stridelab.cli.main)
         child_env.update(STRIDELAB_CPUS=",".join(map(str, cores)), OMP_NUM_THREADS=str(len(cores)))
     # Its own session: a terminal's Ctrl-C reaches compare alone, which passes on exactly
-    # one SIGINT (a second one would abort a run before its stop checkpoint).
+    # one SIGINT (a second one would abort a run before its stop checkpoint). Its own session
+    # also means nothing else would stop it when compare dies without passing anything on
+    # (kill -9), hence the parent-death signal.
     proc = subprocess.Popen(_command(spec, env, total_steps, extra, progress=jobs == 1),
-                            stdout=log, stderr=None if jobs == 1 else log, env=child_env, start_new_session=True)
+                            stdout=log, stderr=None if jobs == 1 else log, env=child_env, start_new_session=True,
+                            preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
     proc.log = log  # type: ignore[attr-defined]
     proc.cores = cores  # type: ignore[attr-defined]
     return spec, proc
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """Run in the child between fork and exec: the kernel sends it SIGTERM when compare dies,
+    however compare dies (kill -9 included).
+
+    Why the kernel's parent-death signal (Linux's prctl PR_SET_PDEATHSIG) and not a watchdog
+    thread in the child polling its parent's pid: it needs nothing from the child (a watchdog
+    would have to start in every run and could not act while the child sits in a long C call
+    holding the interpreter, such as JAX compiling), it acts at once instead of at the next poll,
+    and the setting survives exec. SIGTERM, not SIGKILL: the run stops at the end of its
+    iteration with a checkpoint (stridelab.runner), so nothing trained is lost; its lock on the
+    run directory goes with it, and a re-run of compare finds no live writer.
+    """
+    import ctypes
+
+    def set_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # compare died before the prctl above: nobody would signal
+            os._exit(1)
+
+    return set_death_signal
 
 
 def _finished(spec: RunSpec, proc: subprocess.Popen) -> bool:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,13 +102,60 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write ``config.json`` whole or not at all (a temporary file renamed into place)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Read ``config.json``; a field of the wrong type is one line naming the file and field."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except ValueError as e:
+            raise ConfigError(f"{str(path)!r} is not valid JSON ({e})") from None
+        return config_from_dict(data, repr(str(path)))
+
+
+def config_from_dict(data: Any, source: str) -> TrainConfig:
+    """A :class:`TrainConfig` from saved settings (``config.json`` or a checkpoint's ``config``),
+    each field's type checked; ``source`` names where they come from in the error. Unknown keys
+    (from other versions) are ignored."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected an object of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(TrainConfig)
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in data:
+            value = data[f.name]
+            if not _has_type(value, hints[f.name]):
+                raise ConfigError(f"{source}: field {f.name!r} must be {_type_name(hints[f.name])}, got {value!r}")
+            values[f.name] = value
+    return TrainConfig(**values)
+
+
+def _has_type(value: Any, kind: Any) -> bool:
+    if isinstance(kind, types.UnionType):
+        return any(_has_type(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(kind) is list:
+        return isinstance(value, list) and all(_has_type(v, typing.get_args(kind)[0]) for v in value)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return names.get(kind, "a list of integers" if typing.get_origin(kind) is list else str(kind))
 
 
 def preset_for(env: str, algo: str) -> dict[str, Any]:
@@ -176,6 +226,8 @@ def _validate_numbers(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{_flag_name(name)} must be a positive integer, got {value!r}")
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**31:
+        raise ConfigError(f"--seed must be an integer in [0, 2**31), got {cfg.seed!r}")
     for name in ["eval_episodes", "eval_every", "obs_clip", "reward_clip"]:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value >= 0):

@@ -99,3 +99,13 @@ def normalize_advantages(adv: torch.Tensor, comm: Comm = SINGLE) -> torch.Tensor
     mean = s / n
     var = (ss - n * mean * mean) / (n - 1)
     return ((adv - mean.to(adv.dtype)) / (var.clamp_min(0).sqrt().to(adv.dtype) + 1e-8))
+
+
+def started_as_first_process() -> bool:
+    """Whether this process is (or will be) rank 0 of its run, read from the variables the
+    launchers set before it starts (Fabric's spawned processes, torchrun, SLURM): the one that
+    locks and writes the run directory."""
+    import os
+
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
-from stridelab.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_weights
-from stridelab.config import TrainConfig
+from stridelab.checkpoint import CheckpointError, load_weights
+from stridelab.config import TrainConfig, config_from_dict
 from stridelab.envs import VecEnv, make_env
 from stridelab.models import ActorCritic, build_agent
+from stridelab.rundir import choose_checkpoint
 from stridelab.seeds import Streams
 
 
@@ -49,15 +50,16 @@ def evaluate_agent(agent: ActorCritic, cfg: TrainConfig, episodes: int, determin
     return returns
 
 
-def load_agent(run_dir: Path, device: str = "cpu") -> tuple[ActorCritic, TrainConfig, dict]:
+def load_agent(run_dir: Path, device: str = "cpu", checkpoint: str | None = None) -> tuple[ActorCritic, TrainConfig, dict]:
     """The networks (normalizer included, built as the run's config describes them), the config
-    and the raw checkpoint from a run directory."""
-    path = find_checkpoint(run_dir)
-    state = load_checkpoint(path, map_location=device)
+    and the raw checkpoint from a run directory: its newest intact checkpoint, or ``checkpoint``
+    (a path, or a file name in its ``checkpoints/``)."""
+    path, state = choose_checkpoint(Path(run_dir), checkpoint, map_location=device)
+    source = f"checkpoint {str(path)!r}"
+    cfg = config_from_dict(state["config"], f"{source}'s config")
     try:
-        cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
         agent = build_agent(cfg, state["env_spec"])
-    except (TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} has an unreadable config or task ({e})") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+        raise CheckpointError(f"{source} has an unreadable config or task ({e})") from None
     load_weights(agent, state["agent"], path)
     return agent.to(device).eval(), cfg, state

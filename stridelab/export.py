@@ -19,7 +19,8 @@ neither stridelab nor the run directory. The format goes by the file's suffix:
 
 Input contract (tested in tests/test_export.py): ONNX and ``.pt2`` are graphs whose input type is
 fixed, float32; any other dtype, a wrong width or rank is refused by the runtime with a message
-naming the expected type or size. TorchScript checks at run time: float32 and float64 are
+naming the expected type or size. float64 observations (Gymnasium's) go in through a cast to
+float32 in the caller (the README's ``act`` wrapper), which gives the float32 actions to 1e-5. TorchScript checks at run time: float32 and float64 are
 accepted, anything else is refused with a message naming ``[B, obs_dim]``. An observation row
 holding a NaN gives a row of NaN actions (every component, every format); +-inf are clipped by
 the normalizer like any other out-of-range value.

@@ -108,6 +108,9 @@ def render_frames(traj: Trajectory, width: int = 320, height: int = 240) -> list
     camera.distance = 3.5  # metres: the whole robot in view (the model extent includes the floor)
     camera.elevation = -25.0
     camera.azimuth = 90.0
+    # The offscreen buffer is the model's (640 x 480 unless it says more); a larger frame needs a larger one.
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
     frames = []
     with mujoco.Renderer(model, height=height, width=width) as renderer:
         for state in traj.states:

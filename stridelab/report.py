@@ -129,10 +129,26 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def load_runs(out: Path) -> list[RunData]:
     runs = []
     for d in sorted(p for p in Path(out).iterdir() if p.is_dir() and (p / "config.json").is_file()):
-        config = json.loads((d / "config.json").read_text())
+        config = _run_config(d / "config.json")
         summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
         runs.append(RunData(d.name, config["algo"], int(config["seed"]), config["env"], config, summary, read_scalars(d)))
     return runs
+
+
+def _run_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.json``, with the fields the report needs checked (one line on a bad one)."""
+    from stridelab.errors import ConfigError
+
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{str(path)!r} is not valid JSON ({e})") from None
+    for name, kind in (("algo", str), ("seed", int), ("env", str)):
+        if not isinstance(config, dict) or not isinstance(config.get(name), kind):
+            got = config.get(name) if isinstance(config, dict) else config
+            raise ConfigError(f"{str(path)!r}: field {name!r} must be {'a string' if kind is str else 'an integer'}, "
+                              f"got {got!r}; is {str(path.parent)!r} a stridelab run?")
+    return config
 
 
 def group(runs: list[RunData], order: list[str] | None = None) -> dict[str, list[RunData]]:
@@ -256,6 +272,8 @@ def plot_pairwise(groups: dict[str, list[RunData]], pairs: list[dict[str, Any]],
         return None
     matrix = np.full((len(names), len(names)), np.nan)
     for p in pairs:
+        if p["p"] is None:
+            continue
         i, j = names.index(p["x"]), names.index(p["y"])
         matrix[i, j], matrix[j, i] = p["p"], 1.0 - p["p"]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 0.9 + 0.8 * len(names)), constrained_layout=True)
@@ -450,9 +468,26 @@ def pairwise(groups: dict[str, list[RunData]]) -> list[dict[str, Any]]:
     for i, a in enumerate(algos):
         for b in algos[i + 1 :]:
             x, y = (np.array([r.final_return for r in groups[k]]) for k in (a, b))
+            if min(len(x), len(y)) < 2:  # one pair of runs gives 0, 0.5 or 1: a coin, not a probability
+                pairs.append({"x": a, "y": b, "p": None, "ci": None, "why": _why_no_probability(a, b, x, y)})
+                continue
             lo, hi = probability_of_improvement_ci(x, y)
             pairs.append({"x": a, "y": b, "p": float(probability_of_improvement(x, y)), "ci": (lo, hi)})
     return pairs
+
+
+def _why_no_probability(a: str, b: str, x: np.ndarray, y: np.ndarray) -> str:
+    few = a if len(x) < 2 else b
+    return (f"one seed of {few.upper()} cannot give a probability of improvement (a single pair of runs gives only "
+            f"0, 0.5 or 1); run 2 or more seeds per algorithm (--seeds 3)")
+
+
+def pair_line(p: dict[str, Any]) -> str:
+    """``P(TRPO beats PPO) = 0.67 [0.20, 1.00]``, or ``n/a`` with the reason."""
+    head = f"P({p['x'].upper()} beats {p['y'].upper()})"
+    if p["p"] is None:
+        return f"{head} = n/a: {p['why']}"
+    return f"{head} = {p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]"
 
 
 def _final_rows(stats_: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -466,7 +501,8 @@ def _final_rows(stats_: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def _pairs_text(pairs: list[dict[str, Any]]) -> str:
-    return " ".join(f"Probability that {p['x'].upper()} beats {p['y'].upper()} (a random {p['x'].upper()} seed's "
+    return " ".join(f"Probability that {p['x'].upper()} beats {p['y'].upper()}: n/a, {p['why']}." if p["p"] is None
+                    else f"Probability that {p['x'].upper()} beats {p['y'].upper()} (a random {p['x'].upper()} seed's "
                     f"final return above a random {p['y'].upper()} seed's): **{p['p']:.2f}** (95% CI "
                     f"[{p['ci'][0]:.2f}, {p['ci'][1]:.2f}])." for p in pairs)
 

@@ -12,12 +12,10 @@ import json
 import math
 import random
 import signal
-import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from stridelab.checkpoint import (
 from stridelab.cores import CoreMeter
 from stridelab.distributed import SINGLE, Comm
 from stridelab.envs import VecEnv
+from stridelab.interrupt import stop_on_signals
 from stridelab.models import ActorCritic
 from stridelab.ops import policy_change
 from stridelab.rollout import (
@@ -241,27 +240,6 @@ class Clock:
         return steps / max(time.perf_counter() - self.steady_start - (self.eval_s - self.steady_eval0), 1e-9)
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[dict[str, int | None]]:
-    """SIGINT/SIGTERM set a flag the loop checks after each iteration; a second one aborts."""
-    flag: dict[str, int | None] = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag["signum"] is not None:
-            raise KeyboardInterrupt
-        flag["signum"] = signum
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
 # --------------------------------------------------------------------------------------------
 # the runner
 
@@ -328,6 +306,8 @@ class Runner:
             if self.progress.global_step == 0:  # a resumed run has its step-0 point already
                 self.evaluate_untrained()
             with stop_on_signals() as stop, self._progress_bar() as bar:
+                if self.comm.any_true(stop["signum"] is not None):  # asked for during set-up (a compile, say):
+                    self._checkpoint_if_due(last, True, stop["signum"])  # a checkpoint to resume, then stop
                 while self.progress.iteration < last:
                     self.log(self.train_one_iteration(last))
                     bar.update(self.steps_per_iter)

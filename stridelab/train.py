@@ -9,23 +9,27 @@ the run's last checkpoint when asked; then runs the loop and writes ``summary.js
 from __future__ import annotations
 
 import os
+import sys
 import time
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from stridelab.algos import make_algorithm
-from stridelab.checkpoint import find_checkpoint, load_checkpoint
 from stridelab.config import DEVICES, ConfigError, TrainConfig, unknown_choice, validate
-from stridelab.distributed import Comm
+from stridelab.distributed import Comm, started_as_first_process
 from stridelab.envs import VecEnv, make_env
+from stridelab.interrupt import StopRequested, raise_if_stopped, stop_on_signals
 from stridelab.models import build_agent
+from stridelab.rundir import choose_checkpoint, set_aside_later_checkpoints, writer
 from stridelab.runner import NonFiniteError, Runner, TrainingInterrupted, seed_generators, write_summary
 from stridelab.seeds import Streams
 
-__all__ = ["NonFiniteError", "TrainingInterrupted", "resolve_device", "train"]
+__all__ = ["NonFiniteError", "StopRequested", "TrainingInterrupted", "resolve_device", "train"]
+
+Resumed = tuple[Path, dict[str, Any]]
 
 
 def resolve_device(device: str) -> str:
@@ -40,16 +44,41 @@ def resolve_device(device: str) -> str:
 
 
 def train(cfg: TrainConfig, resume: bool = False, env: VecEnv | None = None,
-          eval_env: VecEnv | None = None) -> dict[str, float]:
+          eval_env: VecEnv | None = None, checkpoint: str | None = None) -> dict[str, float]:
     """Train per ``cfg``; returns the summary (final return, speed, wall-clock).
 
-    ``resume`` continues from ``cfg.run_dir``'s last checkpoint. ``env`` and ``eval_env``
-    replace the envs ``cfg`` names for training (``cfg.num_envs`` copies) and evaluation
-    (``cfg.eval_episodes`` copies), for example wrapped ones; the caller then closes them.
+    ``resume`` continues from ``cfg.run_dir``'s newest intact checkpoint, or from ``checkpoint``
+    (a path or a file name in its ``checkpoints/``). ``env`` and ``eval_env`` replace the envs
+    ``cfg`` names for training (``cfg.num_envs`` copies) and evaluation (``cfg.eval_episodes``
+    copies), for example wrapped ones; the caller then closes them. The first process holds the
+    run directory's lock throughout (:mod:`stridelab.rundir`); SIGINT or SIGTERM before the first
+    update raises :class:`StopRequested`, after it :class:`TrainingInterrupted`.
     """
     started = time.perf_counter()  # "time/first_update_s" counts set-up and compilation from here
     validate(cfg)
-    fabric, logger = _launch(cfg, resolve_device(cfg.device))
+    first = started_as_first_process()
+    with stop_on_signals(), (writer(Path(cfg.run_dir)) if first else nullcontext()):
+        raise_if_stopped()
+        resumed = _resume_from(cfg, checkpoint, first) if resume else None
+        fabric, logger = _launch(cfg, resolve_device(cfg.device),
+                                 purge_step=None if resumed is None else int(resumed[1]["global_step"]) + 1)
+        raise_if_stopped()
+        return _build_and_run(cfg, fabric, logger, resumed, env, eval_env, started)
+
+
+def _resume_from(cfg: TrainConfig, checkpoint: str | None, first: bool) -> Resumed:
+    """The checkpoint to continue from; later step files of another timeline are set aside."""
+    path, state = choose_checkpoint(Path(cfg.run_dir), checkpoint, map_location="cpu",
+                                    **({} if first else {"warn": lambda message: None}))
+    if first:
+        for moved in set_aside_later_checkpoints(Path(cfg.run_dir), int(state["global_step"])):
+            print(f"stridelab: note: {moved.name} is later than the checkpoint resumed from; kept in "
+                  f"{moved.parent}", file=sys.stderr)
+    return path, state
+
+
+def _build_and_run(cfg: TrainConfig, fabric: Any, logger: Any, resumed: Resumed | None, env: VecEnv | None,
+                   eval_env: VecEnv | None, started: float) -> dict[str, float]:
     comm, streams = Comm.from_fabric(fabric), Streams(cfg.seed, fabric.global_rank)
     seed_generators(streams.weights())  # the same initial weights in every process
     device = fabric.device
@@ -61,6 +90,7 @@ def train(cfg: TrainConfig, resume: bool = False, env: VecEnv | None = None,
     with ExitStack() as owned:  # the envs built here are closed here
         if env is None:
             env = owned.enter_context(closing(build(cfg.num_envs, _env_shards(cfg))))
+        raise_if_stopped()
         agent = build_agent(cfg, env.spec).to(device)
         algo = make_algorithm(agent, cfg, comm)
         if comm.active:  # ... but each process its own actions and envs
@@ -68,8 +98,7 @@ def train(cfg: TrainConfig, resume: bool = False, env: VecEnv | None = None,
         make_eval_env = (lambda: eval_env) if eval_env is not None else (
             lambda: owned.enter_context(closing(build(cfg.eval_episodes, 1))))
         runner = Runner(cfg, env, agent, algo, [logger], cfg.run_dir, make_eval_env, comm=comm, started=started)
-        summary = _run(runner, cfg, fabric, logger, resume)
-    return summary
+        return _run(runner, cfg, fabric, logger, resumed)
 
 
 def _env_shards(cfg: TrainConfig) -> int | str:
@@ -80,14 +109,14 @@ def _env_shards(cfg: TrainConfig) -> int | str:
     return "auto" if cfg.env_shards == "auto" else int(cfg.env_shards)
 
 
-def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resume: bool) -> dict[str, float]:
+def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resumed: Resumed | None) -> dict[str, float]:
     """Resume if asked, record the config, train, write the summary."""
-    if resume:
-        path = find_checkpoint(Path(cfg.run_dir))
-        runner.state.load_state_dict(load_checkpoint(path, map_location="cpu"), path)
+    if resumed is not None:
+        runner.state.load_state_dict(resumed[1], resumed[0])
+    raise_if_stopped()
     if fabric.is_global_zero:
         cfg.save(Path(cfg.run_dir) / "config.json")  # the config in effect (a resume may extend total_steps)
-    if not resume:
+    if resumed is None:
         logger.log_hyperparams({k: (str(v) if v is None else v) for k, v in cfg.to_dict().items()})
     summary = runner.learn()
     logger.finalize("success")
@@ -96,20 +125,27 @@ def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resume: boo
     return summary
 
 
-def _launch(cfg: TrainConfig, device: str) -> tuple[Any, Any]:
+def _launch(cfg: TrainConfig, device: str, purge_step: int | None = None) -> tuple[Any, Any]:
     """Lightning Fabric and the TensorBoard logger. With several processes this starts the
     others (re-running the command with their rank set) and joins the process group; each
-    process then trains its own share of envs."""
+    process then trains its own share of envs. ``purge_step``: a resume's first new step; the
+    events an earlier process logged from there on (after its last checkpoint) are hidden, so
+    the curve has no step twice."""
     from lightning.fabric import Fabric
     from lightning.fabric.loggers import TensorBoardLogger
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    logger = TensorBoardLogger(root_dir=str(run_dir), name="tb", version="")
+    logger = TensorBoardLogger(root_dir=str(run_dir), name="tb", version="",
+                               **({} if purge_step is None else {"purge_step": purge_step}))
     world = cfg.devices * cfg.num_nodes
     strategy = "ddp" if world > 1 and cfg.strategy == "auto" else cfg.strategy
     fabric = Fabric(accelerator=device, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
                     loggers=[logger])
+    if cfg.num_nodes > 1 and started_as_first_process():
+        print(f"stridelab: note: --num-nodes {cfg.num_nodes}: waiting for the other machines to join (run the same "
+              f"command on each with NODE_RANK=1..{cfg.num_nodes - 1} and this machine's MASTER_ADDR and "
+              f"MASTER_PORT; docs/scaling.md)", file=sys.stderr, flush=True)
     if world > 1:
         fabric.launch()
         if device == "cpu":

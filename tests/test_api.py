@@ -98,7 +98,11 @@ def test_bad_arguments_to_a_runs_verbs(run, tmp_path, capsys):
                        (lambda: run.export(tmp_path / "p.tflite"), ["export", str(run.path), "--out",
                                                                    str(tmp_path / "p.tflite")]),
                        (lambda: run.video(tmp_path / "w.avi"), ["video", str(run.path), "--out", str(tmp_path / "w.avi")]),
-                       (lambda: run.video(steps=0), ["video", str(run.path), "--steps", "0"])]:
+                       (lambda: run.video(steps=0), ["video", str(run.path), "--steps", "0"]),
+                       (lambda: run.video(width=20000), ["video", str(run.path), "--width", "20000"]),
+                       (lambda: run.evaluate(seed=-1), ["eval", str(run.path), "--seed", "-1"]),
+                       (lambda: run.export(tmp_path), ["export", str(run.path), "--out", str(tmp_path)]),
+                       (lambda: run.evaluate(checkpoint="step_7"), ["eval", str(run.path), "--checkpoint", "step_7"])]:
         with pytest.raises(stridelab.ConfigError) as info:
             call()
         assert str(info.value) == _cli_error(argv, capsys)
@@ -202,3 +206,36 @@ def test_resuming_evaluates_step_0_once(run, tmp_path):
         steps += [e.step for e in acc.Scalars("eval/episodic_return")]
     assert sorted(steps) == [0, 512, 1024, 1536]
     assert resumed.summary["provenance"]["command"].startswith("stridelab.train(run_dir=")
+
+
+def test_a_run_directory_holding_a_run_is_refused_without_overwrite(run, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    def fingerprint(path):
+        return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.rglob("*")) if f.is_file()}
+
+    old = tmp_path / "old"
+    shutil.copytree(run.path, old)
+    before = fingerprint(old)
+    with pytest.raises(stridelab.ConfigError) as info:
+        stridelab.train(env="Hopper-v5", total_steps=512, run_dir=old, **TINY)
+    assert str(info.value) == _cli_error(["train", "--env", "Hopper-v5", "--run-dir", str(old)], capsys)
+    assert "already holds a run" in str(info.value) and fingerprint(old) == before
+    with pytest.raises(stridelab.ConfigError, match="use it with --resume"):
+        stridelab.train(env="Hopper-v5", run_dir=tmp_path / "new", checkpoint="best.ckpt")
+    fresh = stridelab.train(env="Hopper-v5", total_steps=512, run_dir=old, overwrite=True, **TINY)
+    assert fresh.summary["global_step"] == 512 and "overwrite=True" in fresh.summary["provenance"]["command"]
+    assert sorted(p.name for p in (old / "checkpoints").glob("step_*")) == ["step_000000000512.ckpt"]
+
+
+def test_checkpoint_picks_the_one_loaded_and_evaluated(run):
+    import torch
+
+    best = run.path / "checkpoints" / "best.ckpt"
+    step = torch.load(best, weights_only=False)["global_step"]
+    picked = stridelab.load(run.path, checkpoint="best.ckpt")
+    assert picked.evaluate(episodes=1)["global_step"] == step, step
+    assert run.evaluate(episodes=1, checkpoint=str(best))["global_step"] == step
+    with pytest.raises(stridelab.ConfigError, match="--checkpoint 'nope': no such file"):
+        stridelab.load(run.path, checkpoint="nope")

@@ -204,3 +204,25 @@ def _episode_returns(policy, config: dict, episodes: int, seed: int) -> np.ndarr
         env.close()
     assert finished.all()
     return returns
+
+
+def _act(run, obs, obs_dim=OBS_DIM):
+    """The README's cast wrapper for the graph formats: float32 or float64 in, refused otherwise."""
+    obs = np.asarray(obs)
+    if obs.dtype not in (np.float32, np.float64) or obs.ndim != 2 or obs.shape[1] != obs_dim:
+        raise ValueError(f"obs must be float32 or float64 of shape [B, {obs_dim}], got {obs.dtype} {list(obs.shape)}")
+    return run(obs.astype(np.float32))
+
+
+@torch.no_grad()
+def test_float64_through_the_documented_cast_gives_the_float32_actions(exported, real_obs):
+    runs = {".onnx": lambda x: exported["session"].run(None, {"obs": x})[0],
+            ".pt2": lambda x: exported[".pt2"](torch.from_numpy(x)).numpy()}
+    as64 = real_obs.double().numpy()
+    for suffix, run in runs.items():
+        np.testing.assert_allclose(_act(run, as64), exported[suffix](real_obs).numpy(), rtol=0, atol=1e-5,
+                                   err_msg=suffix)
+        for bad in (real_obs.half().numpy(), real_obs.long().numpy(), as64[:, :-1], as64[0]):
+            with pytest.raises(ValueError, match=re.escape(f"of shape [B, {OBS_DIM}]")):
+                _act(run, bad)
+    torch.testing.assert_close(exported[".pt"](real_obs.double()), exported[".pt"](real_obs), rtol=0, atol=1e-5)

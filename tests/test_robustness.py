@@ -152,7 +152,12 @@ def _damage(run, tmp_path, how):
 
     bad = tmp_path / how
     shutil.copytree(run, bad)
-    ckpt = bad / "checkpoints" / "last.ckpt"
+    for ckpt in (bad / "checkpoints").glob("*.ckpt"):  # every one: readers fall back past a single damaged file
+        _damage_file(ckpt, how)
+    return bad
+
+
+def _damage_file(ckpt, how):
     data = ckpt.read_bytes()
     if how == "empty":
         ckpt.write_bytes(b"")
@@ -170,7 +175,6 @@ def _damage(run, tmp_path, how):
         state = torch.load(ckpt, weights_only=False)
         state["env_spec"]["obs_dim"] = 11
         torch.save(state, ckpt)
-    return bad
 
 
 def _one_line_exit_2(proc, needle):
