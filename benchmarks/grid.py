@@ -69,11 +69,13 @@ def plan(args: argparse.Namespace) -> list[dict]:
 
 def command(run: dict, args: argparse.Namespace) -> list[str]:
     run_dir = args.runs / run["name"]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if any((run_dir / "checkpoints").glob("*.ckpt")):  # train falls back to the newest intact one
         return [sys.executable, "-m", "stridelab", "train", "--resume", str(run_dir), "--no-progress"]
+    # A run stopped before its first checkpoint left a directory that a fresh run must replace.
+    fresh = ["--overwrite"] if run_dir.is_dir() and any(run_dir.iterdir()) else []
     return [sys.executable, "-m", "stridelab", "train", "--algo", run["algo"], "--env", run["env"],
             "--seed", str(run["seed"]), "--total-steps", str(args.total_steps), "--run-dir", str(run_dir),
-            "--no-progress", *flags(run["switches"]), *args.extra]
+            "--no-progress", *fresh, *flags(run["switches"]), *args.extra]
 
 
 def start(run: dict, args: argparse.Namespace, cores: tuple[int, ...]) -> subprocess.Popen:
