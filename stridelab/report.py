@@ -629,8 +629,11 @@ def _provenance_blocks(runs: list[RunData], mine: dict[str, Any]) -> list[tuple[
             seen[str(value(p))] = seen.get(str(value(p)), 0) + 1
         if name == "command":
             runs_text = f"{len(recorded)} runs, each its own `stridelab train` command" if seen else "-"
+        elif name == "date (UTC)" and len(seen) > 1:  # every run ends at its own time: the span says it
+            runs_text = f"{min(seen)} to {max(seen)}"
         else:
-            runs_text = "; ".join(v if len(seen) == 1 else f"{v} ({n} runs)" for v, n in seen.items()) or "-"
+            runs_text = "; ".join(v if len(seen) == 1 else f"{v} ({n} run{'s' * (n > 1)})"
+                                  for v, n in seen.items()) or "-"
         rows.append([name, f"`{value(mine)}`" if name == "command" else str(value(mine)), runs_text])
     return [("h2", "Provenance"), ("table", (["", "this report", f"the runs ({len(recorded)} of {len(runs)} recorded)"],
                                              rows))]

@@ -25,7 +25,7 @@ def test_the_grid_records_each_run_and_skips_what_is_recorded(tmp_path):
                                        for s in (1, 2)]
     data = json.loads(files[0].read_text())
     assert data["config"]["norm_adv"] is False and data["config"]["num_envs"] == 4 and data["seed"] == 1
-    assert data["summary"]["global_step"] == 512 and len(data["eval_curve"]) == 1
+    assert data["summary"]["global_step"] == 512 and [s for s, _ in data["eval_curve"]] == [0, 512]
     again = grid(tmp_path)
     assert again.returncode == 0 and "0 runs to do" in again.stdout
 
@@ -34,9 +34,14 @@ def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path)
     run_dir = tmp_path / "runs" / "InvertedPendulum-v5_ppo_norm_adv=true_s1"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    stopped_early = tmp_path / "runs" / "InvertedPendulum-v5_ppo_norm_adv=false_s1"  # before its first checkpoint
+    stopped_early.mkdir(parents=True)
+    (stopped_early / "config.json").write_text("{}")
     planned = grid(tmp_path, "--dry-run")
     assert planned.returncode == 0 and "4 runs to do" in planned.stdout
     assert f"--resume {run_dir}" in planned.stdout
+    lines = planned.stdout.splitlines()
+    assert [("--overwrite" in line) for line in lines if "--run-dir" in line] == [True, False, False]
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "ant",
                           "--algos", "ppo", "--total-steps", "10", "--vary", "init_std", "--dry-run"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
