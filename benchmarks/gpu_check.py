@@ -634,7 +634,8 @@ def child_measure(argv: list[str]) -> dict:
     elif a.part == "brax-ppo":
         # Two of Brax's training steps (80 x num_envs env steps each with its settings there):
         # the second one's speed is measured, compilation excluded.
-        out = tp.brax_ppo(a.env, a.num_envs, a.backend, 160 * a.num_envs)
+        # One device: the check measures one GPU (the host-device count acts on CPUs only).
+        out = tp.brax_ppo(a.env, a.num_envs, a.backend, 160 * a.num_envs, devices=1)
     else:
         raise SystemExit(f"unknown part {a.part!r}")
     return {**out, **device_peaks()}

@@ -68,11 +68,12 @@ def test_the_rehearsal_trains_and_reads_the_evaluations_against_time(rehearsal) 
     t = results["stages"]["training"]
     assert t["rc"] == 0 and t["stopped_at_time_limit"] is False
     points = t["eval"]
-    assert len(points) == results["plan"]["eval_points"]
+    assert len(points) == results["plan"]["eval_points"] + 1  # and the untrained policy's at step 0
     steps = [p["step"] for p in points]
+    assert steps[0] == 0
     walls = [p["wall_clock_s"] for p in points]
     assert steps == sorted(steps) and steps[-1] == t["total_steps"]
-    assert all(w is not None and w > 0 for w in walls) and walls == sorted(walls)
+    assert all(w is not None and w >= 0 for w in walls) and walls == sorted(walls)
     for p in points:
         assert math.isfinite(p["return"])
         assert f"| {p['step']:,} | {p['wall_clock_s']:.1f} | {p['return']:.1f} |" in md
