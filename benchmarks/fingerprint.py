@@ -50,15 +50,18 @@ def run_one(name: str, flags: list[str], root: Path) -> dict[str, list[tuple[int
 
 
 def largest_difference(a: dict, b: dict) -> tuple[float, str]:
-    """The largest relative difference over the recorded tags ``a`` (new tags in ``b`` are
-    metrics added since, and are not compared)."""
+    """The largest relative difference over the recorded tags ``a`` at their recorded steps
+    (new tags in ``b`` are metrics added since, and new steps points added since, such as the
+    evaluation at step 0: neither is compared)."""
     worst, where = 0.0, ""
     for tag in sorted(a):
         if tag not in b:
             return math.inf, f"{tag} no longer logged"
-        for (sa, va), (sb, vb) in zip(a[tag], b[tag], strict=True):
-            if sa != sb:
-                return math.inf, f"{tag} steps {sa} != {sb}"
+        now = dict((int(s), v) for s, v in b[tag])
+        for sa, va in a[tag]:
+            if int(sa) not in now:
+                return math.inf, f"{tag} has no point at step {sa} any more"
+            vb = now[int(sa)]
             rel = abs(va - vb) / max(abs(va), abs(vb), 1e-12)
             if rel > worst:
                 worst, where = rel, f"{tag} at step {sa}: {va:.8g} vs {vb:.8g}"
