@@ -77,18 +77,9 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_type(value: Any, kind: Any) -> bool:
-    if value is None:
-        return type(None) in typing.get_args(kind)
-    kind = _without_none(kind)
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typing.get_origin(kind) is list:
-        return isinstance(value, (list, tuple)) and all(_has_type(v, int) for v in value)
-    return isinstance(value, kind)
+    from stridelab.config import has_type
+
+    return has_type(value, kind, sequences=(list, tuple))
 
 
 def _without_none(kind: Any) -> Any:

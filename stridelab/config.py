@@ -129,15 +129,17 @@ def config_from_dict(data: Any, source: str) -> TrainConfig:
     for f in dataclasses.fields(TrainConfig):
         if f.name in data:
             value = data[f.name]
-            if not _has_type(value, hints[f.name]):
+            if not has_type(value, hints[f.name]):
                 raise ConfigError(f"{source}: field {f.name!r} must be {_type_name(hints[f.name])}, got {value!r}")
             values[f.name] = value
     return TrainConfig(**values)
 
 
-def _has_type(value: Any, kind: Any) -> bool:
+def has_type(value: Any, kind: Any, sequences: tuple[type, ...] = (list,)) -> bool:
+    """Whether ``value`` is of the field type ``kind`` (a bool is no number; a list field takes
+    any of ``sequences``: JSON gives lists, Python callers may pass tuples)."""
     if isinstance(kind, types.UnionType):
-        return any(_has_type(value, k) for k in typing.get_args(kind))
+        return any(has_type(value, k, sequences) for k in typing.get_args(kind))
     if kind is type(None):
         return value is None
     if kind is bool:
@@ -147,7 +149,7 @@ def _has_type(value: Any, kind: Any) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if typing.get_origin(kind) is list:
-        return isinstance(value, list) and all(_has_type(v, typing.get_args(kind)[0]) for v in value)
+        return isinstance(value, sequences) and all(has_type(v, typing.get_args(kind)[0]) for v in value)
     return isinstance(value, kind)
 
 
