@@ -88,17 +88,6 @@ def _learned_state(state: dict[str, Any]) -> Any:
     return [state.get(k) for k in ("agent", "algo", "reward_normalizer")]
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint to load from a run directory (``last.ckpt``)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
-    path = run_dir / CKPT_DIR / "last.ckpt"
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint in {str(run_dir)!r} (expected {CKPT_DIR}/last.ckpt)")
-    return path
-
-
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)

@@ -41,7 +41,7 @@ def busy_ticks(stat: str, cpus: list[int], count_niced: bool) -> int:
     return busy
 
 
-def _busy_seconds(cpus: list[int]) -> float | None:
+def _busy_seconds(cpus: list[int], count_niced: bool) -> float | None:
     """CPU seconds spent on ``cpus`` so far by programs of this one's priority or higher (all of
     them when this one is itself niced); None without ``/proc/stat``."""
     try:
@@ -49,8 +49,7 @@ def _busy_seconds(cpus: list[int]) -> float | None:
             stat = f.read()
     except OSError:
         return None
-    niced = hasattr(os, "nice") and os.nice(0) > 0
-    return busy_ticks(stat, cpus, count_niced=niced) / _TICKS
+    return busy_ticks(stat, cpus, count_niced) / _TICKS
 
 
 def _own_seconds() -> float:
@@ -63,10 +62,11 @@ class CoreMeter:
 
     def __init__(self) -> None:
         self.cpus = affinity()
+        self._count_niced = hasattr(os, "nice") and os.nice(0) > 0  # a run's priority does not change
         self._last = self._read()
 
     def _read(self) -> tuple[float, float | None, float]:
-        return time.perf_counter(), _busy_seconds(self.cpus), _own_seconds()
+        return time.perf_counter(), _busy_seconds(self.cpus, self._count_niced), _own_seconds()
 
     def others_busy(self) -> float:
         """Cores' worth of CPU time other processes took since the last call (0 where unknown)."""

@@ -105,11 +105,11 @@ def gpu_model() -> str | None:
 def provenance(device: str | None = None) -> dict[str, Any]:
     """Everything above as one JSON-ready dict; ``device`` is what the work ran on (``cpu``,
     ``cuda:0``; default: ``cuda`` when :func:`gpu_model` finds one, else ``cpu``)."""
-    gpu = gpu_model()
+    gpu, installed = gpu_model(), versions()
     return {
-        "stridelab": versions()["stridelab"],
+        "stridelab": installed["stridelab"],
         "commit": git_commit(),
-        "versions": versions(),
+        "versions": installed,
         "device": device or ("cuda" if gpu else "cpu"),
         "cpu": cpu_model(),
         "gpu": gpu,

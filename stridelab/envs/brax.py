@@ -27,6 +27,7 @@ import torch
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from stridelab.cores import affinity
 from stridelab.envs.base import EnvSpec, StepResult
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax's physics pipelines
@@ -46,7 +47,7 @@ def setup() -> None:
     _set_up = True
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     _enable_compilation_cache()
-    _split_cpu(cores_available())
+    _split_cpu(len(affinity()))  # a pinned process counts its share
 
 
 _set_up = False
@@ -55,12 +56,6 @@ _set_up = False
 MIN_ENVS_PER_SHARD = 128
 SHARD_AXIS = "envs"
 
-
-def cores_available() -> int:
-    """The cores this process may run on (its affinity: a pinned process counts its share)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _split_cpu(devices: int) -> None:
