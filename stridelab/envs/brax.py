@@ -429,7 +429,7 @@ class BraxVecEnv:
         self._carry = (first, zeros, zeros.astype(jnp.float32), key, spare, zeros.astype(bool))
         # A copy, as the rollout's next_obs: the carry is donated to the next step, which may
         # write into its buffers (on the CPU) or refuse a buffer torch still views (on a GPU).
-        return self._to_torch(first.obs).clone()
+        return self._to_torch(first.obs)[0].clone()
 
     def step(self, action: torch.Tensor) -> StepResult:
         if self._carry is None:
@@ -442,10 +442,7 @@ class BraxVecEnv:
         if bool(halted):  # an env ended with its spare spent: redraw the spares, step again
             carry, out, halted = self._step_fn(self._refill(carry), act)
         self._carry = carry
-        obs, reward, terminated, truncated, final_obs, ep_ret, ep_len = (
-            self._to_torch(x) for x in out
-        )
-        return StepResult(obs, reward, terminated, truncated, final_obs, ep_ret, ep_len)
+        return StepResult(*self._to_torch(*out))
 
     def rollout(self, agent: Any, num_steps: int, seed: int) -> dict[str, torch.Tensor]:
         """``num_steps`` steps of ``agent``'s stochastic policy in one compiled program.
@@ -495,9 +492,10 @@ class BraxVecEnv:
                 return done
             while int(t_end) < T:  # halted: redraw the spares, go on from that step
                 self._carry, bufs, t_end = fn(self._refill(self._carry), params, key, t_end, bufs)
-            done.update({nm: self._to_torch(x) for nm, x in zip(fields, bufs)})
+            *tensors, next_obs = self._to_torch(*bufs, self._carry[0].obs)
+            done.update(zip(fields, tensors))
             # A copy: the carry's buffers are donated to (and overwritten by) the next call.
-            done["next_obs"] = self._to_torch(self._carry[0].obs).clone()
+            done["next_obs"] = next_obs.clone()
             self._unfinished = None
             return done
 
@@ -548,12 +546,12 @@ class BraxVecEnv:
         extra draws cost little next to a physics step)."""
         return self._local(jax.random.normal(key, (self.num_envs,) + tuple(shape[1:]), dtype))
 
-    def _to_torch(self, x: jax.Array) -> torch.Tensor:
-        """A JAX result as a torch tensor on ``device``: gathered onto one device first when
-        it is split over shards (DLPack hands over one device's buffer)."""
+    def _to_torch(self, *xs: jax.Array) -> list[torch.Tensor]:
+        """JAX results as torch tensors on ``device``: gathered onto one device first when they
+        are split over shards (DLPack hands over one device's buffer), all in one transfer."""
         if self._mesh is not None:
-            x = jax.device_put(x, self._jax_device)
-        return _jax_to_torch(x, self.device)
+            xs = jax.device_put(xs, self._jax_device)
+        return [_jax_to_torch(x, self.device) for x in xs]
 
     def _finish(self) -> None:
         """Run a started rollout to its end before anything else uses the carry."""
