@@ -240,20 +240,22 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = Fal
             "simulator": state["env_spec"].get("simulator", "brax")}
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None,
-               checkpoint: str | None = None) -> tuple[Path, Any, TrainConfig, dict]:
+def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str | None = None,
+               obs_dtype: str = "float32") -> tuple[Path, Any, TrainConfig, dict]:
     """``stridelab export``: the deterministic policy as one file, its format by ``out``'s
-    suffix (default ``RUN_DIR/policy.onnx``); returns the path, the agent, config and checkpoint."""
+    suffix (default ``RUN_DIR/policy.onnx``), a graph format's input of dtype ``obs_dtype``
+    ("float32" or "float64"); returns the path, the agent, config and checkpoint."""
     from stridelab.evaluate import load_agent
-    from stridelab.export import FORMATS, export_policy
+    from stridelab.export import FORMATS, check_obs_dtype, export_policy
 
     out = Path(out) if out else Path(run_dir) / "policy.onnx"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown export format; use a name ending in {', '.join(FORMATS)}")
+    check_obs_dtype(out.suffix, obs_dtype)
     check_output_file("--out", out)
     with config_errors():
         agent, cfg, state = load_agent(Path(run_dir), checkpoint=checkpoint)
-    return export_policy(agent, out), agent, cfg, state
+    return export_policy(agent, out, obs_dtype), agent, cfg, state
 
 
 def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 300, width: int = 320,
@@ -481,9 +483,11 @@ class Run:
         with config_errors():
             return load_agent(self.path, device=device, checkpoint=checkpoint or self.checkpoint)[0]
 
-    def export(self, path: str | Path | None = None, checkpoint: str | None = None) -> Path:
-        """``stridelab export RUN --out path``: ``.onnx`` (default ``RUN/policy.onnx``) or ``.pt2``."""
-        return export_run(self.path, path, checkpoint or self.checkpoint)[0]
+    def export(self, path: str | Path | None = None, checkpoint: str | None = None,
+               obs_dtype: str = "float32") -> Path:
+        """``stridelab export RUN --out path --obs-dtype obs_dtype``: ``.onnx`` (default
+        ``RUN/policy.onnx``) or ``.pt2``, taking float32 or, with ``obs_dtype="float64"``, float64."""
+        return export_run(self.path, path, checkpoint or self.checkpoint, obs_dtype)[0]
 
 
 def load(run_dir: str | Path, checkpoint: str | None = None) -> Run:

@@ -80,12 +80,17 @@ def _add_checkpoint_flag(parser: argparse.ArgumentParser, verb: str) -> None:
 def _add_export_and_video(sub: Any) -> None:
     p_export = sub.add_parser("export", help="export the policy as ONNX or torch.export (.pt2)",
                               description="Write the deterministic policy (normalizer and action range included) "
-                                          "as one file: observations float32 [B, obs_dim] in, actions [B, act_dim] "
-                                          "out. The format goes by --out's suffix: .onnx (ONNX Runtime), .pt2 "
-                                          "(torch.export), .pt (TorchScript, kept for old users).")
+                                          "as one file: observations [B, obs_dim] in (float32, or float64 with "
+                                          "--obs-dtype float64), actions float32 [B, act_dim] out. The format goes by "
+                                          "--out's suffix: .onnx (ONNX Runtime), .pt2 (torch.export), .pt "
+                                          "(TorchScript, kept for old users).")
     p_export.add_argument("run_dir", metavar="RUN_DIR")
     p_export.add_argument("--out", default=None,
                           help="policy.onnx, policy.pt2 or policy.pt (default RUN_DIR/policy.onnx)")
+    # Checked by api.export_run, as --algo and --device are, so the CLI and the API say the same.
+    p_export.add_argument("--obs-dtype", default="float32", metavar="{float32,float64}",
+                          help="the observation dtype the .onnx or .pt2 file takes (default float32; "
+                               "Gymnasium gives float64); .pt takes both")
     _add_checkpoint_flag(p_export, "export")
 
     p_video = sub.add_parser("video", help="render the policy walking (MP4, GIF or Brax HTML viewer)",
@@ -211,16 +216,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():  # the note below says it; torch's and our warning would repeat it
         warnings.simplefilter("ignore", DeprecationWarning)
-        out, agent, cfg, state = export_run(args.run_dir, args.out, args.checkpoint)
+        out, agent, cfg, state = export_run(args.run_dir, args.out, args.checkpoint, args.obs_dtype)
     if out.suffix == ".pt":  # after the checks: a refused command stays one line
         print("note: TorchScript (.pt) is deprecated by torch; .onnx and .pt2 are the supported formats",
               file=sys.stderr)
     print(f"exported {cfg.algo} policy for {cfg.env} ({state['global_step']:,} steps) to {out}")
     shape = f"obs [B, {agent.obs_dim}] -> action float32 [B, {agent.act_dim}]"
-    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs.astype(np.float32)}})[0]"
-                      f"  # {shape}",
-             ".pt2": f"torch.export.load({str(out)!r}).module()(obs.float())  # {shape}",
-             ".pt": f"torch.jit.load({str(out)!r})(obs)  # {shape} (float32 or float64)"}
+    np_cast, torch_cast = {"float32": ("np.float32", "float"), "float64": ("np.float64", "double")}[args.obs_dtype]
+    usage = {".onnx": f"onnxruntime.InferenceSession({str(out)!r}).run(None, {{'obs': obs.astype({np_cast})}})[0]"
+                      f"  # {args.obs_dtype} {shape}",
+             ".pt2": f"torch.export.load({str(out)!r}).module()(obs.{torch_cast}())  # {args.obs_dtype} {shape}",
+             ".pt": f"torch.jit.load({str(out)!r})(obs)  # float32 or float64 {shape}"}
     print(f"use: {usage[out.suffix]}")
     return 0
 

@@ -3,8 +3,9 @@
 Every format carries the observation normalizer and the action mapping, so running it needs
 neither stridelab nor the run directory. The format goes by the file's suffix:
 
-- ``.onnx`` (the documented path): ONNX opset 18, input ``obs`` float32 ``[batch, obs_dim]``
-  (any batch size), output ``action`` float32 ``[batch, act_dim]``; runs on ONNX Runtime::
+- ``.onnx`` (the documented path): ONNX opset 18, input ``obs`` ``[batch, obs_dim]`` (any batch
+  size) of the chosen observation dtype (float32 by default), output ``action`` float32
+  ``[batch, act_dim]``; runs on ONNX Runtime::
 
       session = onnxruntime.InferenceSession("policy.onnx")
       action = session.run(None, {"obs": obs.astype(np.float32)})[0]
@@ -18,12 +19,16 @@ neither stridelab nor the run directory. The format goes by the file's suffix:
   TorchScript, so it is no longer the documented way.
 
 Input contract (tested in tests/test_export.py): ONNX and ``.pt2`` are graphs whose input type is
-fixed, float32; any other dtype, a wrong width or rank is refused by the runtime with a message
-naming the expected type or size. float64 observations (Gymnasium's) go in through a cast to
-float32 in the caller (the README's ``act`` wrapper), which gives the float32 actions to 1e-5. TorchScript checks at run time: float32 and float64 are
-accepted, anything else is refused with a message naming ``[B, obs_dim]``. An observation row
-holding a NaN gives a row of NaN actions (every component, every format); +-inf are clipped by
-the normalizer like any other out-of-range value.
+fixed: float32, or float64 with ``obs_dtype="float64"`` (``--obs-dtype float64``), for callers
+whose observations are float64 (Gymnasium's). One graph cannot take both, and casting every dtype
+inside would let float16 or integer observations pass silently, so any other dtype, a wrong width
+or rank is refused by the runtime with a message naming the expected type or size. A float64 file
+casts to float32 first and then computes as the float32 file does, so both give the same actions
+(to 1e-5); a caller who needs one float32 file for both dtypes casts outside (the README's ``act``
+wrapper). TorchScript checks at run time: float32 and float64 are accepted, anything else is
+refused with a message naming ``[B, obs_dim]``. An observation row holding a NaN gives a row of
+NaN actions (every component, every format); +-inf are clipped by the normalizer like any other
+out-of-range value.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stridelab.errors import ConfigError, unknown_choice
 from stridelab.models import ActorCritic
 
 FORMATS = (".onnx", ".pt2", ".pt")
+OBS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "obs", "action"
 
@@ -75,9 +82,11 @@ class CheckedPolicy(nn.Module):
     """:class:`DeterministicPolicy` behind an input check naming the expected ``[B, obs_dim]``.
 
     Under TorchScript the checks run at every call. Under ``torch.export`` the dtype and rank
-    are fixed by the example input, so the Python checks only run while tracing; the program
-    then refuses other dtypes through the dtype assertion ``torch.export`` records for
-    ``obs.to(float32)``, and other shapes through its input guards.
+    are fixed by the example input (float32 or float64), so the Python checks only run while
+    tracing; the program then refuses other dtypes through the dtype assertion ``torch.export``
+    records for ``obs.to(float32)``, and other shapes through its input guards. The cast comes
+    before the normalizer, so a float64 file computes exactly what the float32 file computes on
+    ``obs.float()``.
     """
 
     def __init__(self, agent: ActorCritic) -> None:
@@ -96,15 +105,28 @@ class CheckedPolicy(nn.Module):
         return self.policy(obs.to(torch.float32))
 
 
-def export_policy(agent: ActorCritic, path: Path) -> Path:
+def check_obs_dtype(suffix: str, obs_dtype: str) -> None:
+    """:class:`ConfigError` unless ``obs_dtype`` is one of :data:`OBS_DTYPES` and fits the format:
+    a ``.pt`` file takes float32 and float64 whatever it is asked, so float64 there is refused
+    rather than silently meaning nothing."""
+    if not isinstance(obs_dtype, str) or obs_dtype not in OBS_DTYPES:
+        raise unknown_choice("obs dtype", obs_dtype, tuple(OBS_DTYPES))
+    if suffix == ".pt" and obs_dtype != "float32":
+        raise ConfigError(f"--obs-dtype {obs_dtype} applies to .onnx and .pt2; .pt takes float32 and float64 already")
+
+
+def export_policy(agent: ActorCritic, path: Path, obs_dtype: str = "float32") -> Path:
     """Write the deterministic policy to ``path`` in the format its suffix names (see
-    :data:`FORMATS`), atomically (a temporary file renamed into place); returns the path."""
+    :data:`FORMATS`), its graph's input of dtype ``obs_dtype`` (see :data:`OBS_DTYPES`; the
+    computation and the actions stay float32), atomically (a temporary file renamed into place);
+    returns the path."""
     path = Path(path)
-    writers: dict[str, Callable[[nn.Module, int, Path], None]] = {
+    writers: dict[str, Callable[[nn.Module, tuple[torch.Tensor], Path], None]] = {
         ".onnx": _write_onnx, ".pt2": _write_pt2, ".pt": _write_torchscript}
     if path.suffix not in writers:
         raise ValueError(f"unknown export format {path.suffix or path.name!r}; "
                          f"use a file name ending in {', '.join(FORMATS)}")
+    check_obs_dtype(path.suffix, obs_dtype)
     if path.suffix == ".pt":
         warnings.warn("TorchScript export (.pt) is kept for old users: torch deprecates TorchScript; "
                       "export .onnx or .pt2 instead", DeprecationWarning, stacklevel=2)
@@ -112,28 +134,29 @@ def export_policy(agent: ActorCritic, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        writers[path.suffix](module, agent.obs_dim, tmp)
+        writers[path.suffix](module, _example(agent.obs_dim, OBS_DTYPES[obs_dtype]), tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def _example(obs_dim: int) -> tuple[torch.Tensor]:
-    # Batch 2, not 1: torch.export specializes a dimension of size 0 or 1 to a constant.
-    return (torch.zeros(2, obs_dim),)
+def _example(obs_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor]:
+    """The input the graph formats are traced with; its dtype becomes the file's input type.
+    Batch 2, not 1: torch.export specializes a dimension of size 0 or 1 to a constant."""
+    return (torch.zeros(2, obs_dim, dtype=dtype),)
 
 
 def _batch_dim() -> dict[str, dict[int, torch.export.Dim]]:
     return {"obs": {0: torch.export.Dim("batch", min=1)}}
 
 
-def _write_pt2(module: nn.Module, obs_dim: int, path: Path) -> None:
-    program = torch.export.export(module, _example(obs_dim), dynamic_shapes=_batch_dim())
+def _write_pt2(module: nn.Module, example: tuple[torch.Tensor], path: Path) -> None:
+    program = torch.export.export(module, example, dynamic_shapes=_batch_dim())
     torch.export.save(program, path)
 
 
-def _write_onnx(module: nn.Module, obs_dim: int, path: Path) -> None:
+def _write_onnx(module: nn.Module, example: tuple[torch.Tensor], path: Path) -> None:
     """torch.onnx's dynamo exporter (torch.export, then onnxscript), checked with onnx.checker."""
     import onnx
 
@@ -143,7 +166,7 @@ def _write_onnx(module: nn.Module, obs_dim: int, path: Path) -> None:
         # internals that nothing on our side can act on.
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                                 category=FutureWarning)
-        program = torch.onnx.export(module, _example(obs_dim), None, dynamo=True, opset_version=ONNX_OPSET,
+        program = torch.onnx.export(module, example, None, dynamo=True, opset_version=ONNX_OPSET,
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=_batch_dim(), verbose=False)
     program.save(str(path))
@@ -163,6 +186,8 @@ def _quiet_onnx_registry() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _write_torchscript(module: nn.Module, obs_dim: int, path: Path) -> None:
-    """TorchScript for old users; torch 2.13 warns (DeprecationWarning) that it is deprecated."""
+def _write_torchscript(module: nn.Module, example: tuple[torch.Tensor], path: Path) -> None:
+    """TorchScript for old users; torch 2.13 warns (DeprecationWarning) that it is deprecated.
+    Scripted, not traced: ``example`` is unused, the checks in :class:`CheckedPolicy` run at
+    every call."""
     torch.jit.script(module).save(str(path))

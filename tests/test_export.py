@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from stridelab.api import ConfigError, load
 from stridelab.cli import main
 from stridelab.envs import make_env
 from stridelab.evaluate import load_agent
@@ -226,3 +227,118 @@ def test_float64_through_the_documented_cast_gives_the_float32_actions(exported,
             with pytest.raises(ValueError, match=re.escape(f"of shape [B, {OBS_DIM}]")):
                 _act(run, bad)
     torch.testing.assert_close(exported[".pt"](real_obs.double()), exported[".pt"](real_obs), rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported64(agent, tmp_path_factory):
+    """``{suffix: callable(obs tensor) -> actions tensor}`` for ``.onnx`` and ``.pt2`` files
+    exported with ``obs_dtype="float64"``, loaded as a user would; any warning is an error."""
+    out = tmp_path_factory.mktemp("policies64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        onnx_path = export_policy(agent, out / "policy.onnx", obs_dtype="float64")
+        pt2_path = export_policy(agent, out / "policy.pt2", obs_dtype="float64")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    pt2 = torch.export.load(pt2_path).module()
+    return {".onnx": lambda obs: torch.from_numpy(session.run(None, {"obs": obs.numpy()})[0]),
+            ".pt2": lambda obs: pt2(obs), "session": session, "onnx_path": onnx_path}
+
+
+def _as_float64(obs: torch.Tensor) -> torch.Tensor:
+    """float64 observations with digits below float32's resolution, as Gymnasium returns them,
+    so a file that did not round them the way ``obs.float()`` does would show it."""
+    gen = torch.Generator().manual_seed(3)
+    return obs.double() * (1 + 1e-9 * torch.randn(obs.shape, generator=gen, dtype=torch.float64))
+
+
+def test_a_float64_onnx_file_takes_double_and_gives_float(exported64):
+    model = onnx.load(str(exported64["onnx_path"]))
+    (obs,), (action,) = model.graph.input, model.graph.output
+    assert obs.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    assert action.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = obs.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value and dims[1].dim_value == OBS_DIM
+
+
+@torch.no_grad()
+def test_float64_files_give_the_float32_files_actions(agent, real_obs, exported, exported64):
+    obs64 = _as_float64(real_obs)
+    assert (obs64 != real_obs.double()).float().mean() > 0.5  # the extra digits are there
+    expected_all, _ = agent.act(real_obs, deterministic=True)
+    for suffix in (".onnx", ".pt2"):
+        for batch in (1, 2, 3, 17, 64, 300):
+            actions = exported64[suffix](obs64[:batch])
+            assert actions.shape == (batch, ACT_DIM) and actions.dtype == torch.float32, (suffix, batch)
+            torch.testing.assert_close(actions, exported[suffix](obs64[:batch].float()), rtol=0, atol=1e-6)
+            torch.testing.assert_close(actions, expected_all[:batch], rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_a_nan_observation_in_a_float64_file_gives_a_nan_action_row(agent, real_obs, exported, exported64):
+    obs = real_obs[:4].double()
+    obs[1, 3] = float("nan")
+    obs[2, 0] = float("inf")
+    for suffix in (".onnx", ".pt2"):
+        actions = exported64[suffix](obs)
+        assert torch.isnan(actions[1]).all() and torch.isfinite(actions[[0, 2, 3]]).all(), suffix
+        torch.testing.assert_close(actions, exported[suffix](obs.float()), rtol=0, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("bad,onnx_says,pt2_error,pt2_says", [
+    (torch.zeros(3, OBS_DIM), "Unexpected input data type. Actual: (tensor(float)) , expected: (tensor(double))",
+     RuntimeError, "Tensor dtype mismatch! Expected: Double, Got: float"),
+    (torch.zeros(3, OBS_DIM, dtype=torch.float16), "Actual: (tensor(float16)) , expected: (tensor(double))",
+     RuntimeError, "Expected: Double, Got: c10::Half"),
+    (torch.zeros(3, OBS_DIM, dtype=torch.int64), "Actual: (tensor(int64)) , expected: (tensor(double))",
+     RuntimeError, "Expected: Double, Got: long int"),
+    (torch.zeros(3, OBS_DIM + 1, dtype=torch.float64), "index: 1 Got: 12 Expected: 11", AssertionError,
+     "Guard failed: obs.size()[1] == 11"),
+    (torch.zeros(OBS_DIM, dtype=torch.float64), "Invalid rank for input: obs Got: 1 Expected: 2", IndexError, ""),
+])
+def test_a_float64_file_refuses_other_dtypes_and_shapes(exported64, bad, onnx_says, pt2_error, pt2_says):
+    with pytest.raises(Exception) as onnx_error:
+        exported64["session"].run(None, {"obs": bad.numpy()})
+    assert onnx_says in str(onnx_error.value)
+    with pytest.raises(pt2_error) as info:
+        exported64[".pt2"](bad)
+    assert pt2_says in str(info.value)
+
+
+@torch.no_grad()
+def test_export_obs_dtype_float64_from_the_cli_and_the_api(run, real_obs, tmp_path, capsys):
+    expected, _ = load_agent(run)[0].act(real_obs, deterministic=True)
+    obs64 = _as_float64(real_obs).numpy()
+    assert main(["export", str(run), "--out", str(tmp_path / "p.onnx"), "--obs-dtype", "float64"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "p.pt2"), "--obs-dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "{'obs': obs.astype(np.float64)})[0]  # float64 obs [B, 11] -> action float32 [B, 3]" in out
+    assert ".module()(obs.double())  # float64 obs [B, 11]" in out
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"obs": obs64})[0], expected.numpy(), rtol=0, atol=1e-5)
+    pt2 = torch.export.load(tmp_path / "p.pt2").module()
+    torch.testing.assert_close(pt2(torch.from_numpy(obs64)), expected, rtol=0, atol=1e-5)
+
+    path = load(run).export(tmp_path / "api.onnx", obs_dtype="float64")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"obs": obs64})[0], expected.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("out,obs_dtype,message", [
+    ("p.onnx", "float16", "unknown obs dtype 'float16' (did you mean 'float64'?); choose one of float32, float64"),
+    ("p.pt2", "double", "unknown obs dtype 'double'; choose one of float32, float64"),
+    ("p.pt", "float64", "--obs-dtype float64 applies to .onnx and .pt2; .pt takes float32 and float64 already"),
+])
+def test_a_bad_obs_dtype_is_one_line_exit_2_and_the_apis_config_error(run, tmp_path, capsys, out, obs_dtype, message):
+    assert main(["export", str(run), "--out", str(tmp_path / out), "--obs-dtype", obs_dtype]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"stridelab export: error: {message}"] and captured.out == ""
+    with pytest.raises(ConfigError) as info:
+        load(run).export(tmp_path / out, obs_dtype=obs_dtype)
+    assert str(info.value) == message
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_obs_dtype_must_be_the_name_not_a_dtype_object(run, tmp_path):
+    # a numpy dtype compares equal to its name; refused all the same, with the name as the hint
+    with pytest.raises(ConfigError, match=re.escape("(did you mean 'float64'?)")):
+        load(run).export(tmp_path / "p.onnx", obs_dtype=np.dtype("float64"))
