@@ -45,6 +45,11 @@ Measured:
   ``jax.device_put_replicated``, removed from JAX's public API but still in ``jax._src.api``.
 * ``sb3-ppo`` / ``sb3-trpo``: Stable-Baselines3 PPO and sb3-contrib TRPO on Gymnasium's Ant-v5
   (MuJoCo, one env, their defaults).
+
+``CPU us/step``: CPU time of the measuring process (every thread, XLA's and torch's) per env step,
+in microseconds, steady state. Where the simulator alone keeps every core busy, this is what a
+training run's steps cost next to the simulator's, whatever the threads' overlap: a run can reach
+at most (simulator's CPU per step / the run's) x the sharded simulator's steps/s.
 """
 
 from __future__ import annotations
@@ -106,14 +111,16 @@ def simulator(env_name: str, num_envs: int, backend: str, seconds: float, sharde
     state = jit(reset)(keys if shards == 1 else jax.device_put(keys, NamedSharding(mesh, envs)))
     state = jax.block_until_ready(run(state, jax.random.PRNGKey(1)))
     first = time.perf_counter() - _T0
-    calls, t = 0, time.perf_counter()
+    calls, t, cpu = 0, time.perf_counter(), time.process_time()
     while calls < 3 or time.perf_counter() - t < seconds:
         state = run(state, jax.random.PRNGKey(calls))
         calls += 1
         if calls % 4 == 0:
             jax.block_until_ready(state)
     jax.block_until_ready(state)
-    return {"sps": num_envs * 16 * calls / (time.perf_counter() - t), "first_update_s": first, "shards": shards}
+    steps = num_envs * 16 * calls
+    return {"sps": steps / (time.perf_counter() - t), "first_update_s": first, "shards": shards,
+            "cpu_us_per_step": 1e6 * (time.process_time() - cpu) / steps}
 
 
 def pinned_processes(args: argparse.Namespace) -> dict:
@@ -127,8 +134,11 @@ def pinned_processes(args: argparse.Namespace) -> dict:
     procs = [subprocess.Popen(["taskset", "-c", str(c), *cmd], stdout=subprocess.PIPE, text=True, env=env)
              for c in cores]
     each = [json.loads([ln for ln in p.communicate()[0].splitlines() if ln.startswith("{")][-1]) for p in procs]
-    return {"sps": sum(r["sps"] for r in each), "first_update_s": max(r["first_update_s"] for r in each),
-            "processes": len(cores), "each_sps": [r["sps"] for r in each]}
+    sps = sum(r["sps"] for r in each)
+    return {"sps": sps, "first_update_s": max(r["first_update_s"] for r in each),
+            "processes": len(cores), "each_sps": [r["sps"] for r in each],
+            # CPU seconds per second summed over the processes, per step of all of them
+            "cpu_us_per_step": sum(r["cpu_us_per_step"] * r["sps"] for r in each) / sps}
 
 
 def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) -> dict:
@@ -171,6 +181,7 @@ def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, it
         "update_fraction": summary["time/update_s"] / steady,
         "batch_size": cfg.batch_size,
         "update_s_per_iteration": summary["time/update_s"] / iterations,
+        "cpu_us_per_step": summary["time/steady_cpu_us_per_step"],
     }
 
 
@@ -377,7 +388,7 @@ def table(args: argparse.Namespace) -> None:
                 r[key] = r["x_simulator"] / c["x_simulator"]
     print(f"\n{args.env} ({args.backend}), {args.num_envs} envs; {args.gym_env} for SB3")
     print(f"{'measurement':<26}{'steps/s':>10}{'x sim':>18}{'x sharded':>10}{'x pinned':>10}{'x Brax PPO':>12}"
-          f"{'update %':>10}{'first update':>14}{'peak MiB':>10}")
+          f"{'update %':>10}{'first update':>14}{'peak MiB':>10}{'CPU us/step':>13}")
     for part, r in results["parts"].items():
         if "sps" not in r:
             print(f"{part:<26}{'failed':>10}")
@@ -389,8 +400,9 @@ def table(args: argparse.Namespace) -> None:
             xs = f"{r['x_simulator']:.2f} ({lo:.2f}-{hi:.2f})"
         xb = f"{r['x_brax_ppo']:.2f}" if r.get("x_brax_ppo") else ""
         xsh, xp = (f"{r[k]:.2f}" if r.get(k) else "" for k in CAPACITY.values())
+        cpu = f"{r['cpu_us_per_step']:.1f}" if r.get("cpu_us_per_step") else ""
         print(f"{part:<26}{r['sps']:>10,.0f}{xs:>18}{xsh:>10}{xp:>10}{xb:>12}{upd:>10}{r['first_update_s']:>13.1f}s"
-              f"{r['peak_rss_mib']:>10,.0f}")
+              f"{r['peak_rss_mib']:>10,.0f}{cpu:>13}")
     write(results, Path(args.out))
 
 

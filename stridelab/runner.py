@@ -220,6 +220,9 @@ class Clock:
         self.first_update_s: float | None = None
         self.steady_start, self.steady_eval0 = self.start, 0.0
         self.eval_s = 0.0
+        # CPU seconds of every thread (torch's and XLA's), for the cost of an env step on a
+        # machine whose cores are all busy, where wall-clock time hides what the update costs.
+        self.steady_cpu0, self.steady_eval_cpu0, self.eval_cpu_s = time.process_time(), 0.0, 0.0
         self.phases = {"rollout": 0.0, "batch": 0.0, "update": 0.0}
 
     def elapsed(self) -> float:
@@ -229,6 +232,7 @@ class Clock:
         if self.first_update_s is None:
             self.first_update_s = time.perf_counter() - self.started
             self.steady_start, self.steady_eval0 = time.perf_counter(), self.eval_s
+            self.steady_cpu0, self.steady_eval_cpu0 = time.process_time(), self.eval_cpu_s
             return
         for key, value in phases.items():
             self.phases[key] += value
@@ -238,6 +242,10 @@ class Clock:
 
     def steady_sps(self, steps: int) -> float:
         return steps / max(time.perf_counter() - self.steady_start - (self.eval_s - self.steady_eval0), 1e-9)
+
+    def steady_cpu_us_per_step(self, steps: int) -> float:
+        cpu = time.process_time() - self.steady_cpu0 - (self.eval_cpu_s - self.steady_eval_cpu0)
+        return 1e6 * cpu / max(steps, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,7 +468,7 @@ class Runner:
         self.finish_rollout()
         from stridelab.evaluate import run_episodes
 
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         if self.eval_env is None:
             self.eval_env = self.make_eval_env()
         returns, lengths = run_episodes(self.agent, self.eval_env, seed=self.streams.evaluation(self.progress.iteration))
@@ -473,6 +481,7 @@ class Runner:
             state = self.state.state_dict(self._wall_clock())
             atomic_torch_save(state, self.run_dir / CKPT_DIR / "best.ckpt", check_finite=[state["agent"], state["algo"]])
         self.clock.eval_s += time.perf_counter() - t
+        self.clock.eval_cpu_s += time.process_time() - cpu
 
     def evaluate_untrained(self) -> None:
         """The policy before any update, so every evaluation curve starts at step 0 (with the
@@ -526,6 +535,8 @@ class Runner:
             "time/first_update_s": float(clock.first_update_s or 0.0),
             "time/steady_sps": p.last_sps if trained <= self.steps_per_iter
             else clock.steady_sps(trained - self.steps_per_iter),
+            "time/steady_cpu_us_per_step": math.nan if trained <= self.steps_per_iter
+            else clock.steady_cpu_us_per_step(trained - self.steps_per_iter),
             **{f"time/{k}_s": v for k, v in clock.phases.items()},
             "time/wall_clock_s": self._wall_clock(),
             **self.last_eval,

@@ -40,6 +40,16 @@ def test_train_writes_tensorboard_scalars_config_and_checkpoint(ppo_run):
     assert "charts/SPS" in proc.stdout
 
 
+def test_summary_gives_the_cpu_time_an_env_step_costs(ppo_run):
+    """CPU time over the steady iterations: positive, and at most what every core could give in
+    the same wall-clock time (``time/steady_sps`` is over the same iterations)."""
+    import os
+
+    summary = json.loads((ppo_run[0] / "summary.json").read_text())
+    cpu, sps = summary["time/steady_cpu_us_per_step"], summary["time/steady_sps"]
+    assert 0 < cpu <= 1.1 * len(os.sched_getaffinity(0)) * 1e6 / sps, (cpu, sps)
+
+
 def test_eval_of_the_checkpoint_prints_mean_and_std(ppo_run):
     run, _ = ppo_run
     proc = stridelab("eval", str(run), "--episodes", "3", "--json")
