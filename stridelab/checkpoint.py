@@ -76,10 +76,16 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], step: int, keep: int) 
     path = ckpt_dir / f"step_{step:012d}.ckpt"
     atomic_torch_save(state, path, check_finite=_learned_state(state))
     atomic_torch_save(state, ckpt_dir / "last.ckpt")
-    steps = sorted(p for p in ckpt_dir.glob("step_*.ckpt") if STEP_RE.search(p.name))
-    for old in steps[:-keep]:
+    for _, old in step_files(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def step_files(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """The ``step_<N>.ckpt`` files in ``ckpt_dir`` as ``(N, path)``, oldest first. Ordered by
+    name: the step order, since :func:`save_checkpoint` zero-pads N to a fixed width."""
+    paths = sorted(Path(ckpt_dir).glob("step_*.ckpt"))
+    return [(int(m.group(1)), p) for p in paths if (m := STEP_RE.search(p.name))]
 
 
 def _learned_state(state: dict[str, Any]) -> Any:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from stridelab.checkpoint import CKPT_DIR, STEP_RE, CheckpointError, load_checkpoint
+from stridelab.checkpoint import CKPT_DIR, CheckpointError, load_checkpoint, step_files
 from stridelab.errors import ConfigError, RunDirBusy
 
 try:
@@ -133,7 +133,7 @@ def check_resume_target(resume: str, run_dir: str | None) -> None:
 def candidates(run_dir: Path) -> list[Path]:
     """The run's checkpoints in the order readers try them: last, steps newest first, best."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
-    steps = sorted((p for p in ckpt_dir.glob("step_*.ckpt") if STEP_RE.search(p.name)), reverse=True)
+    steps = [p for _, p in reversed(step_files(ckpt_dir))]
     return [p for p in [ckpt_dir / "last.ckpt", *steps, ckpt_dir / "best.ckpt"] if p.is_file()]
 
 
@@ -210,9 +210,8 @@ def set_aside_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
     new run's files in their favour, and nothing is deleted."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     moved = []
-    for path in ckpt_dir.glob("step_*.ckpt"):
-        m = STEP_RE.search(path.name)
-        if m and int(m.group(1)) > step:
+    for path_step, path in step_files(ckpt_dir):
+        if path_step > step:
             target = ckpt_dir / "superseded" / path.name
             target.parent.mkdir(exist_ok=True)
             path.replace(target)
