@@ -34,18 +34,25 @@ def all_finite(obj: Any) -> bool:
     return True
 
 
-def atomic_torch_save(obj: Any, path: Path, check_finite: Any = None) -> None:
+def atomic_torch_save(obj: Any, path: Path, check_finite: Any = None, copies: tuple[Path, ...] = ()) -> None:
     """Write ``obj`` to ``path`` atomically: a temporary file in the same folder, fsynced, then
     renamed over ``path``. With ``check_finite`` (a part of ``obj``), refuse to write when it
-    holds a non-finite number: a poisoned checkpoint must never replace a good one."""
-    path = Path(path)
+    holds a non-finite number: a poisoned checkpoint must never replace a good one. ``copies``
+    get the same bytes the same way, after ``path`` (``obj`` is pickled once for all)."""
+    paths = [Path(p) for p in (path, *copies)]
     if check_finite is not None and not all_finite(check_finite):
-        raise CheckpointError(f"refusing to write {str(path)!r}: the state holds NaN or infinite values")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise CheckpointError(f"refusing to write {str(paths[0])!r}: the state holds NaN or infinite values")
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
     # Serialized in memory first: torch.save writing into a full disk fails with a RuntimeError
     # about a zip position; a plain write fails with ENOSPC, which says what happened.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
+    for p in paths:
+        _write_atomically(buffer, p)
+
+
+def _write_atomically(buffer: io.BytesIO, path: Path) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -74,8 +81,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], step: int, keep: int) 
     """Write ``step_<step>.ckpt`` and ``last.ckpt``; keep only the ``keep`` newest step files."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     path = ckpt_dir / f"step_{step:012d}.ckpt"
-    atomic_torch_save(state, path, check_finite=_learned_state(state))
-    atomic_torch_save(state, ckpt_dir / "last.ckpt")
+    atomic_torch_save(state, path, check_finite=_learned_state(state), copies=(ckpt_dir / "last.ckpt",))
     for _, old in step_files(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
