@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stridelab.errors import ConfigError, unknown_choice
+from stridelab.errors import ConfigError, flag_name, unknown_choice
 
 if typing.TYPE_CHECKING:
     import numpy as np
@@ -56,10 +56,6 @@ def config_errors() -> Iterator[None]:
 # settings given as Python values (the CLI's parser checks the same for flags)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Each name a :class:`TrainConfig` field and each value of its type, else :class:`ConfigError`."""
     from stridelab.config import TrainConfig
@@ -72,7 +68,7 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown setting {name!r}{hint}; the settings are `stridelab train --help`'s "
                               f"flags with _ for -")
         if not _has_type(value, hints[name]):
-            raise ConfigError(f"argument {_flag(name)}: expected {_type_words(hints[name])}, got {value!r}")
+            raise ConfigError(f"argument {flag_name(name)}: expected {_type_words(hints[name])}, got {value!r}")
     return dict(settings)
 
 
@@ -101,11 +97,11 @@ def to_flags(settings: dict[str, Any]) -> list[str]:
     flags: list[str] = []
     for name, value in settings.items():
         if isinstance(value, bool):
-            flags.append(_flag(name) if value else "--no-" + name.replace("_", "-"))
+            flags.append(flag_name(name) if value else "--no-" + name.replace("_", "-"))
         elif isinstance(value, (list, tuple)):
-            flags += [_flag(name), *map(str, value)]
+            flags += [flag_name(name), *map(str, value)]
         elif value is not None:
-            flags += [_flag(name), str(value)]
+            flags += [flag_name(name), str(value)]
     return flags
 
 
@@ -342,7 +338,7 @@ class CompareJob:
         check_settings(self.settings)
         for forbidden in ("algo", "env", "seed", "run_dir", "total_steps"):
             if forbidden in self.settings:
-                raise ConfigError(f"--{forbidden.replace('_', '-')} is set by compare itself; remove it from the "
+                raise ConfigError(f"{flag_name(forbidden)} is set by compare itself; remove it from the "
                                   f"extra flags")
         for algo in self.algos:
             validate(build_config({**self.settings, "algo": algo, "env": self.env, "total_steps": self.total_steps}))

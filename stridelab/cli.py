@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stridelab.config import ConfigError, TrainConfig
-from stridelab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EnvironmentFailure, describe_os_error
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+from stridelab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EnvironmentFailure, describe_os_error, flag_name
 
 
 def _number(kind: type) -> Any:
@@ -42,21 +38,21 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = hints[f.name]
         help_text = f.metadata.get("help", "")
         if kind is bool:
-            parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind in (int, float):
-            parser.add_argument(_flag(f.name), dest=f.name, type=_number(kind), default=None, metavar=kind.__name__.upper(), help=help_text)
+            parser.add_argument(flag_name(f.name), dest=f.name, type=_number(kind), default=None, metavar=kind.__name__.upper(), help=help_text)
         elif kind == float | None:
-            parser.add_argument(_flag(f.name), dest=f.name, type=_number(float), default=None, metavar="FLOAT", help=help_text)
+            parser.add_argument(flag_name(f.name), dest=f.name, type=_number(float), default=None, metavar="FLOAT", help=help_text)
         elif kind in (list[int], list[int] | None):
-            parser.add_argument(_flag(f.name), dest=f.name, type=_number(int), nargs="+", default=None, metavar="N",
+            parser.add_argument(flag_name(f.name), dest=f.name, type=_number(int), nargs="+", default=None, metavar="N",
                                 help=help_text)
         elif f.name == "algo":
             from stridelab.algos import algorithm_names
 
-            parser.add_argument(_flag(f.name), dest=f.name, type=str, default=None,
+            parser.add_argument(flag_name(f.name), dest=f.name, type=str, default=None,
                                 help=f"algorithm: {', '.join(algorithm_names())}")
         else:
-            parser.add_argument(_flag(f.name), dest=f.name, type=str, default=None, help=help_text)
+            parser.add_argument(flag_name(f.name), dest=f.name, type=str, default=None, help=help_text)
 
 
 class _Parser(argparse.ArgumentParser):

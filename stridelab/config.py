@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stridelab.errors import ConfigError, unknown_choice  # noqa: F401  (ConfigError: also imported from here)
+from stridelab.errors import ConfigError, flag_name, unknown_choice  # noqa: F401  (ConfigError: also imported from here)
 from stridelab.presets import load_presets
 
 
@@ -216,10 +216,6 @@ def validate(cfg: TrainConfig) -> None:
     _validate_batch(cfg)
 
 
-def _flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _validate_numbers(cfg: TrainConfig) -> None:
     positive_ints = ["total_steps", "num_envs", "num_steps", "episode_length", "update_epochs",
                      "num_minibatches", "cg_iters", "max_backtracks", "vf_epochs", "vf_minibatches",
@@ -227,13 +223,13 @@ def _validate_numbers(cfg: TrainConfig) -> None:
     for name in positive_ints:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{_flag_name(name)} must be a positive integer, got {value!r}")
+            raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
     if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**31:
         raise ConfigError(f"--seed must be an integer in [0, 2**31), got {cfg.seed!r}")
     for name in ["eval_episodes", "eval_every", "obs_clip", "reward_clip"]:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{_flag_name(name)} must be a finite number >= 0, got {value!r}")
+            raise ConfigError(f"{flag_name(name)} must be a finite number >= 0, got {value!r}")
     if not (math.isfinite(cfg.init_std) and cfg.init_std > 0.001):
         raise ConfigError(f"--init-std must be a finite number > 0.001 (the std floor), got {cfg.init_std!r}")
     ranges = {  # name: (lowest, highest, whether the lowest itself is allowed)
@@ -246,7 +242,7 @@ def _validate_numbers(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and (value >= low if low_ok else value > low) and value <= high):
             allowed = f"in [{low:g}, {high:g}]" if high < math.inf else f"a finite number {'>=' if low_ok else '>'} 0"
-            raise ConfigError(f"{_flag_name(name)} must be {allowed}, got {value!r}")
+            raise ConfigError(f"{flag_name(name)} must be {allowed}, got {value!r}")
     if not (math.isfinite(cfg.fisher_fraction) and 0.0 < cfg.fisher_fraction <= 1.0):
         raise ConfigError(f"--fisher-fraction must be in (0, 1], got {cfg.fisher_fraction!r}")
     if not (math.isfinite(cfg.backtrack_ratio) and 0.0 < cfg.backtrack_ratio < 1.0):
@@ -261,7 +257,7 @@ def _validate_parallelism(cfg: TrainConfig) -> None:
     for name in ("env_shards", "torch_threads"):
         value = str(getattr(cfg, name))
         if value != "auto" and (not value.isdigit() or int(value) < 1):
-            raise ConfigError(f"{_flag_name(name)} must be auto or a positive integer, got {getattr(cfg, name)!r}")
+            raise ConfigError(f"{flag_name(name)} must be auto or a positive integer, got {getattr(cfg, name)!r}")
     value = str(cfg.env_shards)
     if value != "auto" and cfg.num_envs % int(value):
         raise ConfigError(f"--env-shards {value} does not divide --num-envs {cfg.num_envs} into equal shards")
@@ -272,13 +268,13 @@ def _validate_batch(cfg: TrainConfig) -> None:
         mb = getattr(cfg, mb_name)
         if cfg.batch_size < 2 * mb:
             raise ConfigError(
-                f"{_flag_name(mb_name)} {mb} leaves fewer than 2 samples per minibatch of the batch of "
+                f"{flag_name(mb_name)} {mb} leaves fewer than 2 samples per minibatch of the batch of "
                 f"{cfg.batch_size}; use at most {cfg.batch_size // 2}"
             )
         if cfg.batch_size % mb != 0:
             raise ConfigError(
                 f"batch of {cfg.batch_size} (num_envs {cfg.num_envs} x num_steps {cfg.num_steps}) "
-                f"does not divide into {_flag_name(mb_name)} {mb}; choose a divisor"
+                f"does not divide into {flag_name(mb_name)} {mb}; choose a divisor"
             )
     if cfg.total_steps < cfg.batch_size:
         raise ConfigError(
@@ -298,4 +294,4 @@ def _validate_network(cfg: TrainConfig) -> None:
             continue
         if not isinstance(sizes, (list, tuple)) or not sizes or not all(
                 isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
-            raise ConfigError(f"--{name.replace('_', '-')} must be one or more positive integers, got {sizes!r}")
+            raise ConfigError(f"{flag_name(name)} must be one or more positive integers, got {sizes!r}")

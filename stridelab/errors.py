@@ -1,4 +1,5 @@
-"""The errors bad input raises, in a module that imports nothing of stridelab (every layer uses them)."""
+"""The errors bad input raises and the flag names their messages use, in a module that imports
+nothing of stridelab (every layer uses them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import difflib
 
 class ConfigError(ValueError):
     """A bad setting: the message names the value and what is allowed."""
+
+
+def flag_name(name: str) -> str:
+    """A setting's command-line flag: ``num_envs`` -> ``--num-envs``."""
+    return "--" + name.replace("_", "-")
 
 
 def unknown_choice(what: str, value: str, choices: tuple[str, ...] | list[str]) -> ConfigError:
