@@ -118,6 +118,12 @@ def check_seed(seed: Any) -> None:
         raise ConfigError(f"--seed must be an integer in [0, 2**31), got {seed}")
 
 
+def check_positive_int(flag: str, value: Any) -> None:
+    """An integer > 0 (not a bool, float or string), else :class:`ConfigError` naming ``flag``."""
+    if not _has_type(value, int) or value <= 0:
+        raise ConfigError(f"{flag} must be a positive integer, got {value}")
+
+
 def check_output_file(flag: str, out: Path) -> None:
     """An output path that cannot be a file: one line before any work is done."""
     if out.is_dir():
@@ -224,8 +230,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = Fal
     from stridelab.evaluate import evaluate_agent, load_agent
     from stridelab.train import resolve_device
 
-    if not _has_type(episodes, int) or episodes <= 0:
-        raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
+    check_positive_int("--episodes", episodes)
     check_seed(seed)
     with config_errors():
         device = resolve_device(device)
@@ -264,8 +269,7 @@ def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 3
     out = Path(out) if out else Path(run_dir) / "walk.mp4"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
-    if not _has_type(steps, int) or steps <= 0:
-        raise ConfigError(f"--steps must be a positive integer, got {steps}")
+    check_positive_int("--steps", steps)
     for name, value in (("width", width), ("height", height)):
         if not _has_type(value, int) or not 16 <= value <= MAX_FRAME_SIZE:
             raise ConfigError(f"--{name} must be between 16 and {MAX_FRAME_SIZE} pixels, got {value}")
@@ -303,10 +307,9 @@ class CompareJob:
         if len(set(self.algos)) != len(self.algos):
             raise ConfigError(f"--algos lists an algorithm twice: {' '.join(self.algos)}")
         for name in ("seeds", "total_steps"):
-            if not _has_type(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if self.jobs is not None and (not _has_type(self.jobs, int) or self.jobs <= 0):
-            raise ConfigError(f"--jobs must be a positive integer, got {self.jobs}")
+            check_positive_int(flag_name(name), getattr(self, name))
+        if self.jobs is not None:
+            check_positive_int("--jobs", self.jobs)
         if not _has_type(self.video_steps, int) or self.video_steps < 0:
             raise ConfigError(f"--video-steps must be >= 0, got {self.video_steps}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
