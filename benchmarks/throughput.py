@@ -70,6 +70,7 @@ from pathlib import Path  # noqa: E402
 PARTS = ["simulator", "simulator-sharded", "pinned-processes", "simulator-torch", "stridelab-ppo", "stridelab-trpo",
          "stridelab-ppo-1shard", "stridelab-trpo-1shard", "stridelab-ppo-sequential", "stridelab-ppo-stepwise",
          "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
+TRAINERS = ["stridelab-ppo", "stridelab-trpo", "brax-ppo"]  # raced to a return by --time-to-return
 # The physics capacities every part is also measured against: part -> its column's key.
 CAPACITY = {"simulator-sharded": "x_sharded", "pinned-processes": "x_pinned"}
 
@@ -287,6 +288,8 @@ def run_part(args: argparse.Namespace) -> dict:
         out = pinned_processes(args)
     elif part == "simulator-torch":
         out = simulator_torch(args.env, n, args.backend, args.seconds)
+    elif part in ("stridelab-ppo-to-return", "stridelab-trpo-to-return"):  # before the other stridelab- parts
+        out = stridelab_to_return(part.split("-")[1], args)
     elif part.startswith("stridelab-"):
         algo = part.split("-")[1]
         out = stridelab_training(algo, args.env, n, args.backend, args.iterations,
@@ -294,8 +297,6 @@ def run_part(args: argparse.Namespace) -> dict:
                                  shards="1" if part.endswith("1shard") else "auto")
     elif part == "brax-ppo":
         out = brax_ppo(args.env, n, args.backend, args.brax_steps, args.brax_devices)
-    elif part in ("stridelab-ppo-to-return", "stridelab-trpo-to-return"):
-        out = stridelab_to_return(part.split("-")[1], args)
     elif part == "brax-ppo-to-return":
         out = brax_to_return(args)
     elif part in ("sb3-ppo", "sb3-trpo"):
@@ -422,7 +423,7 @@ def median_of(runs: list[dict]) -> dict:
 
 def time_to_return(args: argparse.Namespace) -> None:
     """Wall-clock to the first evaluation return >= ``--time-to-return``, each trainer in turn."""
-    parts = ["stridelab-ppo-to-return", "stridelab-trpo-to-return", "brax-ppo-to-return"]
+    parts = [f"{t}-to-return" for t in args.trainers]
     results = {"env": args.env, "num_envs": args.num_envs, "target": args.time_to_return,
                "eval_every": args.eval_every, "to_steps": args.to_steps, "parts": {}}
     print(f"{args.env}: first evaluation >= {args.time_to_return:g} (every {args.eval_every:,} steps, "
@@ -497,6 +498,7 @@ def main() -> None:
     p.add_argument("--time-to-return", type=float, default=0.0,
                    help="instead of the table: seconds to the first evaluation return >= this")
     p.add_argument("--to-steps", type=int, default=20_000_000, help="--time-to-return: env steps at most")
+    p.add_argument("--trainers", nargs="+", default=TRAINERS, choices=TRAINERS, help="--time-to-return: which")
     p.add_argument("--eval-every", type=int, default=500_000, help="--time-to-return: steps between evaluations")
     p.add_argument("--repeats", type=int, default=3,
                    help="times each stridelab training part is measured; the table shows the median ratio")

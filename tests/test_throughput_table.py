@@ -1,5 +1,10 @@
 """benchmarks/throughput.py's reduction of repeated measurements to one table row."""
 
+import argparse
+
+import pytest
+
+from benchmarks import throughput
 from benchmarks.throughput import median_of
 
 
@@ -23,3 +28,16 @@ def test_median_of_an_even_count_takes_the_lower_middle_and_skips_failed_runs() 
 def test_median_of_a_single_or_failed_measurement_is_that_measurement() -> None:
     assert median_of([{"x_simulator": 0.5}]) == {"x_simulator": 0.5}
     assert median_of([{"error": "a"}, {"error": "b"}]) == {"error": "a"}
+
+
+@pytest.mark.parametrize("part,called", [
+    ("stridelab-ppo-to-return", ("to_return", "ppo")), ("stridelab-trpo-to-return", ("to_return", "trpo")),
+    ("stridelab-ppo", ("training", "ppo", "auto")), ("stridelab-trpo-1shard", ("training", "trpo", "1")),
+])
+def test_each_stridelab_part_runs_its_own_measurement(monkeypatch, part, called) -> None:
+    """A race to a return is not a throughput measurement, though both names start alike."""
+    monkeypatch.setattr(throughput, "stridelab_to_return", lambda algo, args: {"called": ("to_return", algo)})
+    monkeypatch.setattr(throughput, "stridelab_training",
+                        lambda algo, *a, shards, **k: {"called": ("training", algo, shards)})
+    args = argparse.Namespace(part=part, num_envs=8, env="ant", backend="spring", iterations=1)
+    assert throughput.run_part(args)["called"] == called
