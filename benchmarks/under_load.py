@@ -45,8 +45,9 @@ def synthetic_rollout(num_envs: int, num_steps: int) -> RolloutStorage:
     return s
 
 
-def time_updates(algo_name: str, storage: RolloutStorage, repeats: int, threads: str) -> list[float]:
-    """Seconds of each of ``repeats`` updates (after one warm-up), torch's threads per ``threads``."""
+def time_updates(algo_name: str, storage: RolloutStorage, repeats: int, threads: str) -> list[tuple[float, float]]:
+    """Wall-clock and CPU seconds of each of ``repeats`` updates (after one warm-up), torch's
+    threads per ``threads``."""
     cfg = build_config({"env": "ant", "algo": algo_name, "num_envs": storage.obs.shape[1],
                         "num_steps": storage.num_steps})
     spec = EnvSpec(name="ant", simulator="brax", obs_dim=OBS_DIM, act_dim=ACT_DIM, action_low=(-1.0,) * ACT_DIM,
@@ -58,12 +59,12 @@ def time_updates(algo_name: str, storage: RolloutStorage, repeats: int, threads:
     for i in range(repeats + 1):
         time.sleep(0.5)  # the simulator's share of an iteration, in which the meter sees the others
         torch.set_num_threads(most if threads == "all" else min(most, meter.idle_cores()))
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         batch = make_batch(agent, storage, cfg.gamma, cfg.gae_lambda)
         algo.update_policy(batch)
         algo.update_value(batch)
         if i:
-            times.append(time.perf_counter() - t)
+            times.append((time.perf_counter() - t, time.process_time() - cpu))
         meter.others_busy()  # the update's own time is ours: start the next window after it
     torch.set_num_threads(most)
     return times
@@ -92,12 +93,16 @@ def main() -> None:
     core = affinity()[-1]
     print(f"{args.algo} update, {args.num_envs} x {args.num_steps} batch, {len(affinity())} cores, "
           f"torch threads {torch.get_num_threads()}; busy loop: nice 19 on core {core}")
-    print(f"{'threads':<8}{'quiet s':>10}{'loaded s':>10}{'x quiet':>9}")
+    # CPU us/step: the quiet update's CPU time (every torch thread) per env step of the batch
+    print(f"{'threads':<8}{'quiet s':>10}{'loaded s':>10}{'x quiet':>9}{'CPU us/step':>13}")
+    steps = args.num_envs * args.num_steps
     for threads in ("all", "auto"):
-        quiet = statistics.median(time_updates(args.algo, storage, args.repeats, threads))
+        quiet_runs = time_updates(args.algo, storage, args.repeats, threads)
+        quiet = statistics.median(w for w, _ in quiet_runs)
+        cpu = statistics.median(c for _, c in quiet_runs) / steps * 1e6
         with busy_core(core):
-            loaded = statistics.median(time_updates(args.algo, storage, args.repeats, threads))
-        print(f"{threads:<8}{quiet:>10.3f}{loaded:>10.3f}{loaded / quiet:>9.2f}", flush=True)
+            loaded = statistics.median(w for w, _ in time_updates(args.algo, storage, args.repeats, threads))
+        print(f"{threads:<8}{quiet:>10.3f}{loaded:>10.3f}{loaded / quiet:>9.2f}{cpu:>13.1f}", flush=True)
 
 
 if __name__ == "__main__":
