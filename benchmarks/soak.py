@@ -73,9 +73,8 @@ def soak(task: str, out: Path, cycles: int, total: int, rng: random.Random) -> d
     t = time.perf_counter()
     final = subprocess.run(_command(task, run, total), stdout=log, stderr=log)
     log.close()
-    expected = (total // TASKS[task]["batch"]) * TASKS[task]["batch"]
     # A kill after the run reached its end tests nothing: counted, so a too-short run shows.
-    after_end = sum(k["step"] == expected for k in kills)
+    after_end = sum(k["step"] == end_step(total, task) for k in kills)
     return {"task": task, "cycles": cycles, "finished_before_kill": finished_early, "kills_after_end": after_end,
             "kills": kills,
             "final_exit": final.returncode, "final_s": round(time.perf_counter() - t, 1), **check(run, total, task)}
@@ -96,14 +95,18 @@ def _saved_step(run: Path) -> int | None:
         return None
 
 
+def end_step(total: int, task: str) -> int:
+    """Where an uninterrupted run of ``total`` steps ends: whole batches only."""
+    return (total // TASKS[task]["batch"]) * TASKS[task]["batch"]
+
+
 def check(run: Path, total: int, task: str) -> dict:
     """The end step, every checkpoint loading, the curve without gaps or duplicate steps."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from stridelab.checkpoint import load_checkpoint
 
-    batch = TASKS[task]["batch"]
-    expected = (total // batch) * batch  # where an uninterrupted run ends
+    batch, expected = TASKS[task]["batch"], end_step(total, task)
     summary = json.loads((run / "summary.json").read_text())
     bad = []
     files = sorted((run / "checkpoints").rglob("*.ckpt"))
