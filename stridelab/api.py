@@ -566,7 +566,8 @@ class Report:
         self.result: dict[str, Any] = json.loads((self.out / "report.json").read_text())
 
     def __repr__(self) -> str:
-        iqms = ", ".join(f"{a.upper()} IQM {s['iqm']:.0f}" for a, s in self.result["algorithms"].items())
+        iqms = ", ".join(f"{a.upper()} IQM {s['iqm']:.0f}, worst seed {s['worst']:.0f}, spread {s['best'] - s['worst']:.0f}"
+                         for a, s in self.result["algorithms"].items())
         return f"Report({str(self.out)!r}: {iqms})"
 
     @property

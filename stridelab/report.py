@@ -696,10 +696,12 @@ def inline_summary(out: Path, result: dict[str, Any]) -> str:
     final-return figure and the side-by-side video, images embedded."""
     out = Path(out)
     rows = "".join(f"<tr><td>{html.escape(a.upper())}</td><td>{len(s['returns'])}</td><td>{_fmt(s['iqm'])} "
-                   f"[{_fmt(s['iqm_ci'][0])}, {_fmt(s['iqm_ci'][1])}]</td><td>{_fmt(s['mean'])} +- {_fmt(s['std'])}</td></tr>"
+                   f"[{_fmt(s['iqm_ci'][0])}, {_fmt(s['iqm_ci'][1])}]</td><td>{_fmt(s['mean'])} +- {_fmt(s['std'])}</td>"
+                   f"<td>{_fmt(s['worst'])}</td><td>{_fmt(s['best'] - s['worst'])}</td></tr>"
                    for a, s in result["algorithms"].items())
     parts = [f"<h3>stridelab report: {html.escape(str(out))}</h3>",
-             "<table><tr><th>algorithm</th><th>runs</th><th>IQM [95% CI]</th><th>mean +- std</th></tr>"
+             "<table><tr><th>algorithm</th><th>runs</th><th>IQM [95% CI]</th><th>mean +- std</th>"
+             "<th>worst seed</th><th>spread (best - worst)</th></tr>"
              f"{rows}</table>"]
     parts += [f"<p>{_inline_md(_pairs_text(result['pairs']))}</p>"] if result["pairs"] else []
     for path in (out / "figures" / "eval_return.png", out / "figures" / "final_return.png",

@@ -144,8 +144,10 @@ def test_compare_returns_the_report_shown_inline(compared):
     out, report = compared
     assert isinstance(report, stridelab.Report) and report.out == out.resolve()
     assert set(report.result["algorithms"]) == {"trpo", "ppo"}
-    assert "TRPO IQM" in repr(report)
+    trpo = report.result["algorithms"]["trpo"]
+    assert f"TRPO IQM {trpo['iqm']:.0f}, worst seed {trpo['worst']:.0f}, spread 0" in repr(report)  # one seed
     page = report._repr_html_()
+    assert "<th>worst seed</th>" in page and "<th>spread (best - worst)</th>" in page
     assert page.count("data:image/png;base64,") == 2 and "data:image/gif;base64," in page  # curves, finals, video
     assert {"eval_return", "final_return", "train_return"} <= set(report.figures)
     assert report.image("eval_return") == report.figures["eval_return"]  # a path outside a notebook
