@@ -10,8 +10,8 @@ Every run is ``stridelab train`` (one per core, pinned, at low priority), its ru
 curve are written to ``benchmarks/results/grids/NAME/<run>.json`` and, with ``--commit``,
 committed on their own. Started again, here or on another machine with the repository, the grid
 skips every run whose JSON is there and resumes the ones whose run directory holds a checkpoint.
-Other ``stridelab train`` flags given after the grid's own go to every run. (On a cluster,
-``stridelab compare --launcher ray`` runs an (algorithm, seed) grid as Ray tasks; docs/scaling.md.)
+Other ``stridelab train`` flags given after the grid's own go to every run. On a Ray cluster,
+``--launcher ray --ray-address HEAD:6379`` runs the grid as Ray tasks instead (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -144,6 +144,29 @@ def run_local(todo: list[dict], args: argparse.Namespace) -> int:
     return failed
 
 
+def run_ray(todo: list[dict], args: argparse.Namespace) -> int:
+    """The same runs as Ray tasks on a cluster (``--ray-address``) or a local one: Ray places
+    them, and each is recorded as it ends. The run directories must be on a filesystem every
+    node shares, with the same Python environment on each."""
+    from stridelab.compare import run_on_ray
+
+    args.runs.mkdir(parents=True, exist_ok=True)
+    jobs = [(["nice", "-n", str(args.nice), *command(run, args)], args.runs / f".{run['name']}.log") for run in todo]
+    for run, (cmd, _) in zip(todo, jobs):
+        print(f"[grid] {'resuming' if '--resume' in cmd else 'training'} {run['name']} (Ray task)", flush=True)
+    failed = []
+
+    def finished(i: int, code: int) -> None:
+        if code == 0:
+            print(f"[grid] {todo[i]['name']} done: {record(todo[i], args)}", flush=True)
+        else:
+            failed.append(todo[i]["name"])
+            print(f"[grid] {todo[i]['name']} failed (exit {code}); log in {args.runs}", flush=True)
+
+    run_on_ray(jobs, finished, args.ray_address, args.ray_cpus_per_run, args.ray_gpus_per_run)
+    return len(failed)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--name", required=True, help="the grid's name (folder of its results)")
@@ -159,7 +182,14 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=None,
                    help="where the runs' JSONs go (default benchmarks/results/grids/NAME)")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do and stop")
+    p.add_argument("--launcher", choices=["local", "ray"], default="local",
+                   help="local: one run per core here; ray: Ray tasks, on the cluster at --ray-address")
+    p.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start one on this machine)")
+    p.add_argument("--ray-cpus-per-run", type=float, default=1.0)
+    p.add_argument("--ray-gpus-per-run", type=float, default=0.0)
     args, args.extra = p.parse_known_args()
+    if args.ray_address and args.launcher != "ray":
+        raise SystemExit(f"--ray-address {args.ray_address}: needs --launcher ray")
     args.runs = (args.runs or ROOT / "runs" / "grids" / args.name).resolve()
     args.results = (args.results or ROOT / "benchmarks" / "results" / "grids" / args.name).resolve()
     todo = plan(args)
@@ -168,7 +198,7 @@ def main() -> None:
         for run in todo:
             print("  " + " ".join(command(run, args)))
         return
-    sys.exit(1 if run_local(todo, args) else 0)
+    sys.exit(1 if (run_ray if args.launcher == "ray" else run_local)(todo, args) else 0)
 
 
 if __name__ == "__main__":

@@ -189,63 +189,71 @@ def _finished(spec: RunSpec, proc: subprocess.Popen) -> bool:
 
 def run_grid_ray(specs: list[RunSpec], env: str, total_steps: int | None, extra: list[str],
                  address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> list[RunSpec]:
-    """Train the unfinished runs as Ray tasks; returns the runs that failed.
-
-    ``address`` names a running Ray cluster (``ray start --head`` on one machine, ``ray start
-    --address=HEAD:6379`` on the others); ``None`` starts a local one on this machine. Each run
-    is one task asking for ``cpus_per_run`` cores and ``gpus_per_run`` GPUs; Ray places them.
-    Every task writes into ``DIR/<algo>_s<seed>`` as a local run would, so ``DIR`` must be on
-    a filesystem the nodes share, and the nodes need the same Python environment.
-    """
-    import ray
-
+    """Train the unfinished runs as Ray tasks (:func:`run_on_ray`); returns the runs that failed.
+    Every task writes into ``DIR/<algo>_s<seed>`` as a local run would, so ``DIR`` must be on a
+    filesystem the nodes share, and the nodes need the same Python environment."""
     todo = [s for s in specs if s.status() != "done"]
     for s in specs:
         if s.status() == "done":
             print(f"[compare] {s.name}: finished earlier, skipped")
-    if not todo:
-        return []
+    jobs = []
+    for spec in todo:
+        spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        verb = "resuming" if spec.status() == "partial" else "training"
+        print(f"[compare] {verb} {spec.name} (Ray task)", flush=True)
+        jobs.append((_command(spec, env, total_steps, extra, progress=False), spec.run_dir.parent / f".{spec.name}.log"))
+    failed: list[RunSpec] = []
+
+    def finished(i: int, code: int) -> None:
+        spec = todo[i]
+        if code == 0:
+            summary = json.loads((spec.run_dir / "summary.json").read_text())
+            print(f"[compare] {spec.name} finished: eval return "
+                  f"{summary.get('eval/episodic_return', float('nan')):.0f}, {summary['charts/SPS']:,.0f} steps/s",
+                  flush=True)
+        else:
+            failed.append(spec)
+            print(f"[compare] {spec.name} failed (exit {code}); log: {jobs[i][1]}", flush=True)
+
+    run_on_ray(jobs, finished, address, cpus_per_run, gpus_per_run)
+    return failed
+
+
+def run_on_ray(jobs: list[tuple[list[str], Path]], finished: Callable[[int, int], None], address: str | None = None,
+               cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> None:
+    """Run each ``(command, log file)`` as one Ray task asking for ``cpus_per_run`` cores and
+    ``gpus_per_run`` GPUs, and call ``finished(index, exit code)`` as each ends.
+
+    ``address`` names a running Ray cluster (``ray start --head`` on one machine, ``ray start
+    --address=HEAD:6379`` on the others); ``None`` starts a local one on this machine. Interrupted,
+    the tasks are cancelled: each run's last checkpoint lets the same command resume it.
+    """
+    if not jobs:
+        return
+    import ray
+
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
              **({} if address else {"include_dashboard": False}))
     threads = str(max(1, int(cpus_per_run)))
 
     @ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
-    def train_run(cmd: list[str], log_path: str) -> int:
+    def run(cmd: list[str], log_path: str) -> int:
         with open(log_path, "a") as log:
-            child_env = {**os.environ, "OMP_NUM_THREADS": threads}
-            return subprocess.run(cmd, stdout=log, stderr=log, env=child_env).returncode
+            return subprocess.run(cmd, stdout=log, stderr=log, env={**os.environ, "OMP_NUM_THREADS": threads}).returncode
 
-    pending = {}
-    for spec in todo:
-        spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        verb = "resuming" if spec.status() == "partial" else "training"
-        print(f"[compare] {verb} {spec.name} (Ray task)", flush=True)
-        log_path = str((spec.run_dir.parent / f".{spec.name}.log").resolve())
-        pending[train_run.remote(_command(spec, env, total_steps, extra, progress=False), log_path)] = spec
-    failed: list[RunSpec] = []
+    pending = {run.remote(cmd, str(Path(log).resolve())): i for i, (cmd, log) in enumerate(jobs)}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                spec = pending.pop(ref)
-                code = ray.get(ref)
-                if code == 0:
-                    summary = json.loads((spec.run_dir / "summary.json").read_text())
-                    print(f"[compare] {spec.name} finished: eval return "
-                          f"{summary.get('eval/episodic_return', float('nan')):.0f}, {summary['charts/SPS']:,.0f} steps/s",
-                          flush=True)
-                else:
-                    failed.append(spec)
-                    print(f"[compare] {spec.name} failed (exit {code}); log: {spec.run_dir.parent / f'.{spec.name}.log'}",
-                          flush=True)
+                finished(pending.pop(ref), ray.get(ref))
     except KeyboardInterrupt:
-        for ref in pending:  # runs stop; their last checkpoints let the same command resume them
+        for ref in pending:
             ray.cancel(ref, force=True)
         raise
     finally:
         if not address:
             ray.shutdown()
-    return failed
 
 
 def check_budgets(specs: list[RunSpec], total_steps: int) -> None:

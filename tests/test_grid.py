@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,3 +48,14 @@ def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path)
                           "--algos", "ppo", "--total-steps", "10", "--vary", "init_std", "--dry-run"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "--vary 'init_std': write NAME=VALUE" in bad.stderr
+
+
+def test_the_grid_runs_as_ray_tasks_and_records_each_run(tmp_path):
+    pytest.importorskip("ray")
+    done = grid(tmp_path, "--launcher", "ray", "--ray-cpus-per-run", "1")
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    assert done.stdout.count("(Ray task)") == 4
+    files = sorted((tmp_path / "results").glob("*.json"))
+    assert len(files) == 4 and all(json.loads(f.read_text())["summary"]["global_step"] == 512 for f in files)
+    stray = grid(tmp_path, "--ray-address", "auto", "--dry-run")
+    assert stray.returncode != 0 and "--ray-address auto: needs --launcher ray" in stray.stderr
