@@ -10,7 +10,9 @@ Every run is ``stridelab train`` (one per core, pinned, at low priority), its ru
 curve are written to ``benchmarks/results/grids/NAME/<run>.json`` and, with ``--commit``,
 committed on their own. Started again, here or on another machine with the repository, the grid
 skips every run whose JSON is there and resumes the ones whose run directory holds a checkpoint.
-Other ``stridelab train`` flags given after the grid's own go to every run. On a Ray cluster,
+Other ``stridelab train`` flags given after the grid's own go to every run. The algorithms
+``sb3-ppo`` and ``sb3-trpo`` are the peers (Stable-Baselines3's PPO, sb3-contrib's TRPO, with
+``benchmarks/sb3_baselines.py``'s settings; ``pip install -e '.[bench]'``), recorded alike. On a Ray cluster,
 ``--launcher ray --ray-address HEAD:6379`` runs the grid as Ray tasks instead (docs/scaling.md).
 """
 
@@ -26,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The peers as grid algorithms: Stable-Baselines3's PPO and sb3-contrib's TRPO (sb3_baselines.py).
+PEERS = {"sb3-ppo": "ppo", "sb3-trpo": "trpo"}
+PEER_RESULT = "result.json"
 
 
 def combos(vary: list[str]) -> list[dict[str, str]]:
@@ -69,6 +74,10 @@ def plan(args: argparse.Namespace) -> list[dict]:
 
 def command(run: dict, args: argparse.Namespace) -> list[str]:
     run_dir = args.runs / run["name"]
+    if run["algo"] in PEERS:  # no checkpoints: an interrupted peer starts over
+        return [sys.executable, str(ROOT / "benchmarks" / "sb3_baselines.py"), "--env", run["env"],
+                "--algo", PEERS[run["algo"]], "--seed", str(run["seed"]), "--steps", str(args.total_steps),
+                "--out", str(run_dir / PEER_RESULT)]
     if any((run_dir / "checkpoints").glob("*.ckpt")):  # train falls back to the newest intact one
         return [sys.executable, "-m", "stridelab", "train", "--resume", str(run_dir), "--no-progress"]
     # A run stopped before its first checkpoint left a directory that a fresh run must replace.
@@ -90,17 +99,8 @@ def start(run: dict, args: argparse.Namespace, cores: tuple[int, ...]) -> subpro
 
 def record(run: dict, args: argparse.Namespace) -> Path:
     """The run's summary, config and evaluation curve as one small JSON in the repository."""
-    from stridelab.report import read_scalars
-
     run_dir = args.runs / run["name"]
-    scalars = read_scalars(run_dir)
-    curve = scalars.get("eval/episodic_return", [])
-    # How far the updates moved the policy: each diagnostic's mean over training, and its largest value.
-    moves = {tag.split("/", 1)[1]: {"mean": sum(v for _, v in series) / len(series), "max": max(v for _, v in series)}
-             for tag, series in scalars.items() if tag.startswith("diagnostics/") and series}
-    data = {**run, "summary": json.loads((run_dir / "summary.json").read_text()),
-            "config": json.loads((run_dir / "config.json").read_text()),
-            "eval_curve": [[int(s), float(v)] for s, v in curve], "diagnostics": moves}
+    data = _peer_record(run, run_dir) if run["algo"] in PEERS else _stridelab_record(run, run_dir)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{run['name']}.json"
     tmp = path.with_suffix(".tmp")
@@ -109,6 +109,28 @@ def record(run: dict, args: argparse.Namespace) -> Path:
     if args.commit:
         _commit(path, f"grid {args.name}: {run['name']} (eval return {data['summary'].get('eval/episodic_return', float('nan')):.0f})")
     return path
+
+
+def _stridelab_record(run: dict, run_dir: Path) -> dict:
+    from stridelab.report import read_scalars
+
+    scalars = read_scalars(run_dir)
+    curve = scalars.get("eval/episodic_return", [])
+    # How far the updates moved the policy: each diagnostic's mean over training, and its largest value.
+    moves = {tag.split("/", 1)[1]: {"mean": sum(v for _, v in series) / len(series), "max": max(v for _, v in series)}
+             for tag, series in scalars.items() if tag.startswith("diagnostics/") and series}
+    return {**run, "summary": json.loads((run_dir / "summary.json").read_text()),
+            "config": json.loads((run_dir / "config.json").read_text()),
+            "eval_curve": [[int(s), float(v)] for s, v in curve], "diagnostics": moves}
+
+
+def _peer_record(run: dict, run_dir: Path) -> dict:
+    """A peer's result under the summary names stridelab's runs use, so one table reads both."""
+    peer = json.loads((run_dir / PEER_RESULT).read_text())
+    summary = {"global_step": peer["steps"], "eval/episodic_return": peer["eval_mean"],
+               "eval/episodic_return_std": peer["eval_std"], "charts/SPS": peer["sps"],
+               "time/wall_clock_s": peer["train_seconds"]}
+    return {**run, "summary": summary, "peer": peer, "eval_curve": []}
 
 
 def _commit(path: Path, message: str) -> None:
@@ -192,6 +214,10 @@ def main() -> None:
         raise SystemExit(f"--ray-address {args.ray_address}: needs --launcher ray")
     args.runs = (args.runs or ROOT / "runs" / "grids" / args.name).resolve()
     args.results = (args.results or ROOT / "benchmarks" / "results" / "grids" / args.name).resolve()
+    peers = sorted(set(args.algos) & set(PEERS))
+    if peers and (args.vary or args.extra):
+        raise SystemExit(f"--algos {' '.join(peers)}: the peers run with their own settings (sb3_baselines.py); "
+                         f"give them no --vary or train flags (got {' '.join(args.vary + args.extra)})")
     todo = plan(args)
     print(f"[grid] {args.name}: {len(todo)} runs to do", flush=True)
     if args.dry_run:

@@ -76,8 +76,10 @@ def main() -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin to this core (one run per core, like compare)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+    pinned = os.environ.get("STRIDELAB_CPUS")  # the cores benchmarks/grid.py gave this run
+    cores = {args.cpu} if args.cpu is not None else {int(c) for c in pinned.split(",")} if pinned else None
+    if cores:
+        os.sched_setaffinity(0, cores)
     import torch
 
     torch.set_num_threads(1)

@@ -59,3 +59,23 @@ def test_the_grid_runs_as_ray_tasks_and_records_each_run(tmp_path):
     assert len(files) == 4 and all(json.loads(f.read_text())["summary"]["global_step"] == 512 for f in files)
     stray = grid(tmp_path, "--ray-address", "auto", "--dry-run")
     assert stray.returncode != 0 and "--ray-address auto: needs --launcher ray" in stray.stderr
+
+
+def test_the_peers_run_as_grid_algorithms_and_are_recorded_alike(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("sb3_contrib")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
+           "--algos", "sb3-ppo", "sb3-trpo", "--seeds", "1", "--total-steps", "2048", "--nice", "0",
+           "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    for algo, library in (("sb3-ppo", "stable-baselines3"), ("sb3-trpo", "sb3-contrib")):
+        data = json.loads((tmp_path / "results" / f"InvertedPendulum-v5_{algo}_s1.json").read_text())
+        assert data["peer"]["library"] == library and data["peer"]["steps"] == 2048
+        assert data["summary"]["eval/episodic_return"] == data["peer"]["eval_mean"] >= 1  # a pendulum up 1+ steps
+    table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grid_table.py"), str(tmp_path / "results")],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert table.returncode == 0 and "sb3-trpo" in table.stdout, table.stderr[-2000:]
+    mixed = subprocess.run([*cmd, "--vary", "init_std=0.3", "--dry-run"], capture_output=True, text=True, timeout=60,
+                           cwd=ROOT)
+    assert mixed.returncode != 0 and "--algos sb3-ppo sb3-trpo: the peers run with their own settings" in mixed.stderr
