@@ -57,6 +57,7 @@ class TrainConfig:
     ortho_init: bool = field(default=False, metadata={"help": "orthogonal initialization with layer scaling: hidden layers gain sqrt(2), value output 1"})
     clip_grad: bool = field(default=True, metadata={"help": "clip each network's gradient norm to --max-grad-norm"})
     state_dependent_std: bool = field(default=True, metadata={"help": "the policy's std from a softplus head on the trunk (the original design); --no-state-dependent-std: one learned log-std per action dimension (SB3, CleanRL, rsl_rl)"})
+    network: str = field(default="", metadata={"help": "a named policy and value network, the presets' [networks.NAME] table: original (the original design: 2x128 ReLU, tanh-bounded mean, state-dependent softplus std) or baselines (64x64 tanh, orthogonal init, one learned log-std: the published baselines'); its fields win over the presets and flags over it (empty: the presets' own)"})
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128], metadata={"help": "hidden layer sizes of the policy and (unless --value-hidden-sizes) the value net"})
     value_hidden_sizes: list[int] | None = field(default=None, metadata={"help": "hidden layer sizes of the value net (default: --hidden-sizes)"})
     activation: str = field(default="relu", metadata={"help": "hidden layers' activation: relu, tanh, elu, silu"})
@@ -183,13 +184,22 @@ def preset_for(env: str, algo: str) -> dict[str, Any]:
     return merged
 
 
+def network_fields(name: str) -> dict[str, Any]:
+    """The fields a named network (``[networks.<name>]`` in the presets) sets; none for ``""``."""
+    networks = load_presets().get("networks", {})
+    if name and name not in networks:
+        raise unknown_choice("network", name, tuple(networks))
+    return {k: v for k, v in networks.get(name, {}).items() if k != "description"}
+
+
 def build_config(overrides: dict[str, Any]) -> TrainConfig:
     """Defaults < presets for (env, algo) < explicit ``overrides`` (flags given by the user)."""
     base = TrainConfig()
     algo = overrides.get("algo", base.algo)
     env = overrides.get("env", base.env)
-    values = {**preset_for(env, algo), **overrides}
-    cfg = TrainConfig(**values)
+    presets = preset_for(env, algo)
+    network = network_fields(overrides.get("network", presets.get("network", "")))
+    cfg = TrainConfig(**{**presets, **network, **overrides})
     if not cfg.run_dir:
         cfg.run_dir = str(Path("runs") / f"{cfg.env}_{cfg.algo}_s{cfg.seed}")
     return cfg
@@ -286,6 +296,7 @@ def _validate_batch(cfg: TrainConfig) -> None:
 def _validate_network(cfg: TrainConfig) -> None:
     from stridelab.models import ACTIVATIONS
 
+    network_fields(cfg.network)  # a saved config naming a network this version lacks
     if cfg.activation not in ACTIVATIONS:
         raise unknown_choice("activation", cfg.activation, tuple(ACTIVATIONS))
     for name in ("hidden_sizes", "value_hidden_sizes"):

@@ -1,6 +1,8 @@
 """Presets are data: simulator and task tables layer in order, flags win."""
 
-from stridelab.config import build_config, preset_for
+import pytest
+
+from stridelab.config import ConfigError, build_config, preset_for
 
 
 def test_gymnasium_tasks_take_the_gymnasium_tables():
@@ -31,3 +33,20 @@ def test_brax_tasks_keep_the_brax_tables():
 def test_flags_win_over_presets():
     cfg = build_config({"env": "Hopper-v5", "algo": "ppo", "num_envs": 4, "normalize_reward": False})
     assert cfg.num_envs == 4 and not cfg.normalize_reward and cfg.num_steps == 256
+
+
+def test_a_named_network_sets_its_fields_over_the_presets_and_flags_win_over_it():
+    original = build_config({"env": "Hopper-v5", "algo": "ppo", "network": "original"})
+    assert (original.hidden_sizes, original.value_hidden_sizes, original.activation) == ([128, 128], [128, 128], "relu")
+    assert original.state_dependent_std and not original.ortho_init
+    baselines = build_config({"env": "ant", "algo": "trpo", "network": "baselines"})
+    assert (baselines.hidden_sizes, baselines.activation, baselines.state_dependent_std, baselines.ortho_init) == (
+        [64, 64], "tanh", False, True)
+    assert baselines.num_envs == 1024 and baselines.network == "baselines"  # the rest of the presets stay
+    wider = build_config({"env": "Hopper-v5", "algo": "ppo", "network": "baselines", "hidden_sizes": [256, 256]})
+    assert wider.hidden_sizes == [256, 256] and wider.activation == "tanh"
+
+
+def test_an_unknown_network_is_one_line_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown network 'orignal' \(did you mean 'original'\?\); choose one of original, baselines"):
+        build_config({"env": "Hopper-v5", "algo": "ppo", "network": "orignal"})
