@@ -13,6 +13,15 @@ def test_gymnasium_tasks_take_the_gymnasium_tables():
     assert (trpo.cg_iters, trpo.fisher_fraction, trpo.vf_epochs, trpo.max_kl) == (25, 1.0, 20, 0.01)
 
 
+def test_the_gymnasium_policy_has_one_learned_log_std_and_ant_v5_its_own_exploration():
+    for algo in ("ppo", "trpo"):
+        assert not build_config({"env": "Hopper-v5", "algo": algo}).state_dependent_std
+        assert build_config({"env": "ant", "algo": algo}).state_dependent_std  # Brax keeps the original head
+    ppo, trpo = (build_config({"env": "Ant-v5", "algo": a}) for a in ("ppo", "trpo"))
+    assert (ppo.init_std, ppo.target_kl, trpo.init_std) == (0.3, 0.02, 0.3)
+    assert build_config({"env": "HalfCheetah-v5", "algo": "ppo"}).target_kl is None
+
+
 def test_task_tables_override_simulator_tables():
     assert build_config({"env": "HalfCheetah-v5", "algo": "trpo"}).max_kl == 0.04
     assert build_config({"env": "HalfCheetah-v5", "algo": "ppo"}).max_kl == 0.01
