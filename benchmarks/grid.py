@@ -65,7 +65,7 @@ def plan(args: argparse.Namespace) -> list[dict]:
     """Every run of the grid that has no summary in the repository yet, seed by seed (an
     interrupted grid then holds every setting at its first seeds, not some settings at all)."""
     todo = []
-    for env, seed, algo, switches in itertools.product(args.env, args.seeds, args.algos, combos(args.vary)):
+    for seed, env, algo, switches in itertools.product(args.seeds, args.env, args.algos, combos(args.vary)):
         name = run_name(env, algo, seed, switches)
         if not (args.results / f"{name}.json").is_file():
             todo.append({"name": name, "env": env, "algo": algo, "seed": seed, "switches": switches})

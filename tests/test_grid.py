@@ -32,6 +32,14 @@ def test_the_grid_records_each_run_and_skips_what_is_recorded(tmp_path):
     assert again.returncode == 0 and "0 runs to do" in again.stdout
 
 
+def test_the_grid_runs_seed_by_seed_across_tasks(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "Hopper-v5", "Ant-v5",
+           "--algos", "ppo", "--seeds", "1", "2", "--total-steps", "512", "--results", str(tmp_path), "--dry-run"]
+    planned = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    runs = [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in planned.stdout.splitlines()[1:]]
+    assert runs == ["Hopper-v5_ppo_s1", "Ant-v5_ppo_s1", "Hopper-v5_ppo_s2", "Ant-v5_ppo_s2"]
+
+
 def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path):
     run_dir = tmp_path / "runs" / "InvertedPendulum-v5_ppo_norm_adv=true_s1"
     (run_dir / "checkpoints").mkdir(parents=True)
