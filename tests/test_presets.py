@@ -6,7 +6,7 @@ from stridelab.config import ConfigError, build_config, preset_for
 
 
 def test_gymnasium_tasks_take_the_gymnasium_tables():
-    ppo = build_config({"env": "Hopper-v5", "algo": "ppo"})
+    ppo = build_config({"env": "Walker2d-v5", "algo": "ppo"})
     assert (ppo.num_envs, ppo.num_steps, ppo.gamma, ppo.total_steps) == (8, 256, 0.99, 1_000_000)
     assert ppo.normalize_reward and ppo.anneal_lr and ppo.update_epochs == 10 and ppo.num_minibatches == 32
     trpo = build_config({"env": "Hopper-v5", "algo": "trpo"})
@@ -20,6 +20,7 @@ def test_the_gymnasium_policy_has_one_learned_log_std_and_ant_v5_its_own_explora
     ppo, trpo = (build_config({"env": "Ant-v5", "algo": a}) for a in ("ppo", "trpo"))
     assert (ppo.init_std, ppo.target_kl, trpo.init_std) == (0.3, 0.02, 0.3)
     assert build_config({"env": "HalfCheetah-v5", "algo": "ppo"}).target_kl is None
+    assert [build_config({"env": e, "algo": "trpo"}).gamma for e in ("Hopper-v5", "Walker2d-v5")] == [0.995, 0.99]
 
 
 def test_task_tables_override_simulator_tables():
