@@ -1,5 +1,5 @@
 """The table of a grid's recorded runs: per algorithm (and switches) every seed's final return,
-the IQM with its 95% bootstrap CI, the mean, the worst seed, and how far its updates moved the
+the IQM with its 95% bootstrap CI, the mean, the worst seed (and its share of the best), and how far its updates moved the
 policy (mean KL per update, largest ratio seen).
 
     python benchmarks/grid_table.py benchmarks/results/grids/ablation-ant
@@ -32,13 +32,13 @@ def rows(folder: Path) -> list[list[str]]:
         ratio = np.max([r.get("diagnostics", {}).get("ratio_max", {}).get("max", np.nan) for r in runs])
         minutes = np.mean([r["summary"].get("time/wall_clock_s", np.nan) for r in runs]) / 60
         out.append([env, label, ", ".join(f"{v:,.0f}" for v in finals), f"{iqm(finals):,.0f} [{lo:,.0f}, {hi:,.0f}]",
-                    f"{finals.mean():,.0f}", f"{finals.min():,.0f}", f"{kl:.4f}", f"{ratio:.2f}", f"{minutes:.1f}"])
+                    f"{finals.mean():,.0f}", f"{finals.min():,.0f}", f"{finals.min() / finals.max():.0%}", f"{kl:.4f}", f"{ratio:.2f}", f"{minutes:.1f}"])
     return out
 
 
 def main() -> None:
     header = ["task", "algorithm", "final return per seed", "IQM [95% CI]", "mean", "worst seed",
-              "mean KL per update", "largest ratio", "minutes per run"]
+              "worst / best", "mean KL per update", "largest ratio", "minutes per run"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for folder in sys.argv[1:]:
