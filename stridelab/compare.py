@@ -290,7 +290,8 @@ def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, 
         traj = record_episode(agent, cfg, steps, seed=VIDEO_SEED)
         frames, dt = render_frames(traj), traj.dt  # rendered once: MP4 at full size, GIF (for the report) smaller
         media[algo] = {"run": best.name, **_write_media(out, algo, frames, dt, scale=200 / frames[0].shape[1])}
-        shown[f"{algo.upper()} ({best.name}): return {traj.episode_return:.0f}"] = frames
+        # The clip's own return (not the run's evaluation): what the viewer sees these robots earn.
+        shown[f"{algo.upper()} ({best.name}): {traj.episode_return:.0f} over {len(traj)} steps"] = frames
         print(f"[compare] {algo}: best run {best.name}, video {out / media[algo]['mp4']}", flush=True)
     if len(shown) > 1:
         from stridelab.render import side_by_side
