@@ -189,6 +189,19 @@ def run_ray(todo: list[dict], args: argparse.Namespace) -> int:
     return len(failed)
 
 
+def check_launcher(args: argparse.Namespace) -> None:
+    """compare's launcher checks, as one line each."""
+    from stridelab.api import check_launcher as check
+    from stridelab.errors import ConfigError
+
+    try:
+        check(args.launcher, args.ray_address, args.ray_cpus_per_run, args.ray_gpus_per_run)
+    except ConfigError as e:
+        raise SystemExit(f"grid.py: {e}") from None
+    if args.launcher == "ray" and args.jobs:
+        raise SystemExit(f"--jobs {args.jobs}: with --launcher ray, Ray places the runs (see --ray-cpus-per-run)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--name", required=True, help="the grid's name (folder of its results)")
@@ -210,8 +223,7 @@ def main() -> None:
     p.add_argument("--ray-cpus-per-run", type=float, default=1.0)
     p.add_argument("--ray-gpus-per-run", type=float, default=0.0)
     args, args.extra = p.parse_known_args()
-    if args.ray_address and args.launcher != "ray":
-        raise SystemExit(f"--ray-address {args.ray_address}: needs --launcher ray")
+    check_launcher(args)
     args.runs = (args.runs or ROOT / "runs" / "grids" / args.name).resolve()
     args.results = (args.results or ROOT / "benchmarks" / "results" / "grids" / args.name).resolve()
     peers = sorted(set(args.algos) & set(PEERS))

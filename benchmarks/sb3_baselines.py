@@ -1,6 +1,8 @@
 """Peers on the same MuJoCo task and budget: Stable-Baselines3 PPO and sb3-contrib TRPO.
 
-Settings are rl-baselines3-zoo's for MuJoCo, which stridelab's Gymnasium presets mirror:
+Settings are rl-baselines3-zoo's for MuJoCo, which stridelab's Gymnasium presets started from
+(since measured per task: Hopper-v5 discounts by 0.995 and Ant-v5 starts at std 0.3 in stridelab,
+docs/design.md; the peers keep their libraries' settings):
 
 * PPO: SB3's defaults (2048 steps per update, 10 epochs of 64-sample minibatches, lr 3e-4,
   GAE 0.95, discount 0.99) with observations and rewards normalized (zoo's ``normalize: true``).
@@ -76,10 +78,12 @@ def main() -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin to this core (one run per core, like compare)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    pinned = os.environ.get("STRIDELAB_CPUS")  # the cores benchmarks/grid.py gave this run
-    cores = {args.cpu} if args.cpu is not None else {int(c) for c in pinned.split(",")} if pinned else None
-    if cores:
-        os.sched_setaffinity(0, cores)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    else:
+        from stridelab.cores import pin_from_env
+
+        pin_from_env()  # the cores benchmarks/grid.py gave this run
     import torch
 
     torch.set_num_threads(1)
@@ -92,8 +96,8 @@ def main() -> None:
 
     result = {
         "library": "stable-baselines3" if args.algo == "ppo" else "sb3-contrib",
-        "algo": args.algo, "env": args.env, "seed": args.seed, "steps": args.steps,
-        "train_seconds": round(seconds, 1), "sps": round(args.steps / seconds, 1),
+        "algo": args.algo, "env": args.env, "seed": args.seed, "steps": model.num_timesteps,  # whole rollouts: >= asked
+        "train_seconds": round(seconds, 1), "sps": round(model.num_timesteps / seconds, 1),
         "eval_mean": float(np.mean(returns)), "eval_std": float(np.std(returns)), "eval_returns": returns,
     }
     line = json.dumps(result)

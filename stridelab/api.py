@@ -177,7 +177,7 @@ def _resumed_config(resume: str | Path, given: dict[str, Any], overwrite: bool,
     """The saved config of the run to resume with ``given`` on top, and a checkpoint to resume
     from (found, not loaded: training loads it, falling back past damaged ones)."""
     from stridelab.checkpoint import CheckpointError
-    from stridelab.config import TrainConfig, validate
+    from stridelab.config import ARCHITECTURE, TrainConfig, validate
     from stridelab.rundir import check_has_checkpoint
 
     _check_resume_target(resume, given, overwrite)
@@ -186,6 +186,9 @@ def _resumed_config(resume: str | Path, given: dict[str, Any], overwrite: bool,
         raise CheckpointError(f"cannot resume {str(run_dir)!r}: it has no config.json (not a stridelab run?)")
     cfg = TrainConfig.load(run_dir / "config.json")  # a wrong type: one line naming the file and field
     for key, value in given.items():
+        if key in ARCHITECTURE and value != getattr(cfg, key):
+            raise ConfigError(f"{flag_name(key)} {value!r}: a resumed run keeps the network its weights were "
+                              f"trained with ({getattr(cfg, key)!r} in its config.json); start a new run to change it")
         setattr(cfg, key, value)
     cfg.run_dir = str(run_dir)
     try:
@@ -280,6 +283,22 @@ def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 3
         return make_video(agent, cfg, out, max_steps=steps, seed=seed, width=width, height=height)
 
 
+def check_launcher(launcher: str, ray_address: str | None, cpus_per_run: float, gpus_per_run: float) -> None:
+    """One line for a launcher that cannot run: unknown, Ray missing, or Ray's settings out of range."""
+    if launcher not in ("local", "ray"):
+        raise unknown_choice("launcher", launcher, ("local", "ray"))
+    if launcher == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
+        if cpus_per_run <= 0 or gpus_per_run < 0:
+            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
+                              f"{cpus_per_run} and {gpus_per_run}")
+    elif ray_address:
+        raise ConfigError("--ray-address needs --launcher ray")
+
+
 @dataclasses.dataclass
 class CompareJob:
     """``stridelab compare``'s arguments; ``settings`` go to every run (``num_envs=1024``)."""
@@ -322,18 +341,7 @@ class CompareJob:
         self._check_settings()
 
     def _check_launcher(self) -> None:
-        if self.launcher not in ("local", "ray"):
-            raise unknown_choice("launcher", self.launcher, ("local", "ray"))
-        if self.launcher == "ray":
-            import importlib.util
-
-            if importlib.util.find_spec("ray") is None:
-                raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
-            if self.ray_cpus_per_run <= 0 or self.ray_gpus_per_run < 0:
-                raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
-                                  f"{self.ray_cpus_per_run} and {self.ray_gpus_per_run}")
-        elif self.ray_address:
-            raise ConfigError("--ray-address needs --launcher ray")
+        check_launcher(self.launcher, self.ray_address, self.ray_cpus_per_run, self.ray_gpus_per_run)
 
     def _check_settings(self) -> None:
         from stridelab.config import build_config, validate
@@ -566,8 +574,8 @@ class Report:
         self.result: dict[str, Any] = json.loads((self.out / "report.json").read_text())
 
     def __repr__(self) -> str:
-        iqms = ", ".join(f"{a.upper()} IQM {s['iqm']:.0f}, worst seed {s['worst']:.0f}, spread {s['best'] - s['worst']:.0f}"
-                         for a, s in self.result["algorithms"].items())
+        iqms = ", ".join(f"{a.upper()} IQM {s['iqm']:.0f}, worst seed {min(s['returns']):.0f}, "
+                         f"spread {max(s['returns']) - min(s['returns']):.0f}" for a, s in self.result["algorithms"].items())
         return f"Report({str(self.out)!r}: {iqms})"
 
     @property

@@ -15,6 +15,7 @@ from typing import Any
 
 from stridelab.config import ConfigError, TrainConfig
 from stridelab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, EnvironmentFailure, describe_os_error, flag_name
+from stridelab.cores import pin_from_env
 
 
 def _number(kind: type) -> Any:
@@ -46,6 +47,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif kind in (list[int], list[int] | None):
             parser.add_argument(flag_name(f.name), dest=f.name, type=_number(int), nargs="+", default=None, metavar="N",
                                 help=help_text)
+        elif f.name == "network":
+            from stridelab.config import network_descriptions
+
+            named = "; ".join(f"{name}: {text}" for name, text in network_descriptions().items())
+            parser.add_argument(flag_name(f.name), dest=f.name, type=str, default=None, help=f"{help_text} -- {named}")
         elif f.name == "algo":
             from stridelab.algos import algorithm_names
 
@@ -293,20 +299,9 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pin_cpus() -> None:
-    """``STRIDELAB_CPUS=0,1`` pins this process to those cores, before JAX and torch start
-    their thread pools (``compare`` runs one training per core this way)."""
-    cpus = os.environ.get("STRIDELAB_CPUS")
-    if cpus and hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
-        except (ValueError, OSError) as e:
-            print(f"stridelab: ignoring STRIDELAB_CPUS={cpus!r} ({e})", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _pin_cpus()
+    pin_from_env()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "compare":

@@ -246,8 +246,15 @@ def run_on_ray(jobs: list[tuple[list[str], Path]], finished: Callable[[int, int]
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                finished(pending.pop(ref), ray.get(ref))
-    except KeyboardInterrupt:
+                i = pending.pop(ref)
+                try:
+                    code = ray.get(ref)
+                except ray.exceptions.RayError as e:  # its worker or node died, or its log could not be opened
+                    print(f"[ray] the task for {jobs[i][1]} failed: {type(e).__name__}: "
+                          f"{(str(e).strip().splitlines() or [''])[-1]}", flush=True)
+                    code = -1
+                finished(i, code)
+    except BaseException:  # interrupted, or a finished run could not be recorded: stop the rest
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
@@ -291,7 +298,7 @@ def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, 
         frames, dt = render_frames(traj), traj.dt  # rendered once: MP4 at full size, GIF (for the report) smaller
         media[algo] = {"run": best.name, **_write_media(out, algo, frames, dt, scale=200 / frames[0].shape[1])}
         # The clip's own return (not the run's evaluation): what the viewer sees these robots earn.
-        shown[f"{algo.upper()} ({best.name}): {traj.episode_return:.0f} over {len(traj)} steps"] = frames
+        shown[f"{best.name}: {traj.episode_return:.0f} over {traj.steps} steps"] = frames
         print(f"[compare] {algo}: best run {best.name}, video {out / media[algo]['mp4']}", flush=True)
     if len(shown) > 1:
         from stridelab.render import side_by_side

@@ -57,7 +57,7 @@ class TrainConfig:
     ortho_init: bool = field(default=False, metadata={"help": "orthogonal initialization with layer scaling: hidden layers gain sqrt(2), value output 1"})
     clip_grad: bool = field(default=True, metadata={"help": "clip each network's gradient norm to --max-grad-norm"})
     state_dependent_std: bool = field(default=True, metadata={"help": "the policy's std from a softplus head on the trunk (the original design); --no-state-dependent-std: one learned log-std per action dimension (SB3, CleanRL, rsl_rl)"})
-    network: str = field(default="", metadata={"help": "a named policy and value network, the presets' [networks.NAME] table: original (the original design: 2x128 ReLU, tanh-bounded mean, state-dependent softplus std) or baselines (64x64 tanh, orthogonal init, one learned log-std: the published baselines'); its fields win over the presets and flags over it (empty: the presets' own)"})
+    network: str = field(default="", metadata={"help": "a named policy and value network (the presets' [networks.NAME] tables); its fields win over the presets, a variant's switches and flags over it (empty: the presets' own)"})
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128], metadata={"help": "hidden layer sizes of the policy and (unless --value-hidden-sizes) the value net"})
     value_hidden_sizes: list[int] | None = field(default=None, metadata={"help": "hidden layer sizes of the value net (default: --hidden-sizes)"})
     activation: str = field(default="relu", metadata={"help": "hidden layers' activation: relu, tanh, elu, silu"})
@@ -184,6 +184,16 @@ def preset_for(env: str, algo: str) -> dict[str, Any]:
     return merged
 
 
+# What the weights' shapes, meaning and initialization depend on: fixed for the life of a run.
+ARCHITECTURE = ("network", "hidden_sizes", "value_hidden_sizes", "activation", "state_dependent_std",
+                "ortho_init", "init_std")
+
+
+def network_descriptions() -> dict[str, str]:
+    """Each named network's one-line description (``--help``)."""
+    return {name: table.get("description", "") for name, table in load_presets().get("networks", {}).items()}
+
+
 def network_fields(name: str) -> dict[str, Any]:
     """The fields a named network (``[networks.<name>]`` in the presets) sets; none for ``""``."""
     networks = load_presets().get("networks", {})
@@ -197,9 +207,12 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
     base = TrainConfig()
     algo = overrides.get("algo", base.algo)
     env = overrides.get("env", base.env)
+    from stridelab.algos import get
+
     presets = preset_for(env, algo)
     network = network_fields(overrides.get("network", presets.get("network", "")))
-    cfg = TrainConfig(**{**presets, **network, **overrides})
+    # A variant's switches (ppo-m's ReLU, trpo+'s orthogonal init) still make it that variant.
+    cfg = TrainConfig(**{**presets, **network, **get(algo).switches, **overrides})
     if not cfg.run_dir:
         cfg.run_dir = str(Path("runs") / f"{cfg.env}_{cfg.algo}_s{cfg.seed}")
     return cfg
@@ -296,7 +309,6 @@ def _validate_batch(cfg: TrainConfig) -> None:
 def _validate_network(cfg: TrainConfig) -> None:
     from stridelab.models import ACTIVATIONS
 
-    network_fields(cfg.network)  # a saved config naming a network this version lacks
     if cfg.activation not in ACTIVATIONS:
         raise unknown_choice("activation", cfg.activation, tuple(ACTIVATIONS))
     for name in ("hidden_sizes", "value_hidden_sizes"):

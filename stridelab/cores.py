@@ -16,6 +16,7 @@ thread fewer cost 1.6-1.7 x). ``/proc/stat`` keeps niced processes' user time ap
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -80,3 +81,14 @@ class CoreMeter:
     def idle_cores(self) -> int:
         """This process's cores less those others kept busy (rounded, at least one)."""
         return max(1, len(self.cpus) - round(self.others_busy()))
+
+
+def pin_from_env() -> None:
+    """``STRIDELAB_CPUS=0,1`` pins this process to those cores, before JAX and torch start their
+    thread pools (``compare`` and benchmarks/grid.py run one training per core this way)."""
+    cpus = os.environ.get("STRIDELAB_CPUS")
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+        except (ValueError, OSError) as e:
+            print(f"stridelab: ignoring STRIDELAB_CPUS={cpus!r} ({e})", file=sys.stderr)

@@ -36,6 +36,7 @@ class Trajectory:
     dt: float
     sys: Any = None
     frames: list[np.ndarray] | None = None
+    steps: int = 0  # env steps the return is summed over (the start frame is not one)
 
     def __len__(self) -> int:
         return len(self.frames) if self.frames is not None else len(self.states)
@@ -57,8 +58,8 @@ def record_episode(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: i
     take_first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
     obs = env.reset(seed)
     states = [take_first(env.pipeline_states)]
-    total = 0.0
-    for _ in range(max_steps):
+    total, steps = 0.0, 0
+    for steps in range(1, max_steps + 1):
         action, _ = agent.act(obs, deterministic=deterministic)
         res = env.step(action)
         total += float(res.reward[0])
@@ -68,7 +69,7 @@ def record_episode(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: i
         obs = res.obs
     sys = env.brax_env.sys
     env.close()
-    return Trajectory(states, total, env.spec.dt, sys)
+    return Trajectory(states, total, env.spec.dt, sys, steps=steps)
 
 
 def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: int, deterministic: bool,
@@ -80,8 +81,8 @@ def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed
     try:
         obs = env.reset(seed)
         frames = [env.render()]
-        total = 0.0
-        for _ in range(max_steps):
+        total, steps = 0.0, 0
+        for steps in range(1, max_steps + 1):
             action, _ = agent.act(obs, deterministic=deterministic)
             res = env.step(action)
             total += float(res.reward[0])
@@ -91,7 +92,7 @@ def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed
             obs = res.obs
     finally:
         env.close()
-    return Trajectory(states=[], episode_return=total, dt=env.spec.dt, frames=frames)
+    return Trajectory(states=[], episode_return=total, dt=env.spec.dt, frames=frames, steps=steps)
 
 
 def render_frames(traj: Trajectory, width: int = 320, height: int = 240) -> list[np.ndarray]:

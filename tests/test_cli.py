@@ -150,6 +150,9 @@ def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
     fourth = stridelab("train", "--resume", str(run), "--num-steps", "8", "--total-steps", "3072", "--no-progress")
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["global_step"] == 3072
+    renamed = stridelab("train", "--resume", str(run), "--network", "baselines", "--no-progress")
+    assert renamed.returncode == 2 and renamed.stderr.count("\n") == 1
+    assert "--network 'baselines': a resumed run keeps the network its weights were trained with ('' in its" in renamed.stderr
 
 
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
@@ -243,7 +246,7 @@ def test_stridelab_cpus_pins_the_process_before_anything_starts():
 
     if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs CPU affinity and two cores")
-    code = "import os; from stridelab.cli import _pin_cpus; _pin_cpus(); print(sorted(os.sched_getaffinity(0)))"
+    code = "import os; from stridelab.cores import pin_from_env; pin_from_env(); print(sorted(os.sched_getaffinity(0)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "STRIDELAB_CPUS": "1"})
     assert proc.stdout.strip() == "[1]", proc.stderr

@@ -30,11 +30,22 @@ def test_the_grid_records_each_run_and_skips_what_is_recorded(tmp_path):
     assert data["summary"]["global_step"] == 512 and [s for s, _ in data["eval_curve"]] == [0, 512]
     again = grid(tmp_path)
     assert again.returncode == 0 and "0 runs to do" in again.stdout
+    # Seed 2 recorded again as if the presets had changed its discount: the table says the seeds differ.
+    seed2 = tmp_path / "results" / "InvertedPendulum-v5_ppo_norm_adv=true_s2.json"
+    data = json.loads(seed2.read_text())
+    data["config"]["gamma"] = 0.5
+    seed2.write_text(json.dumps(data))
+    table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grid_table.py"), str(tmp_path / "results")],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    rows = [line for line in table.stdout.splitlines() if "InvertedPendulum" in line]
+    assert len(rows) == 2 and ["settings differ" in row for row in rows] == [False, True], table.stdout
+    assert "ppo norm_adv=true (settings differ between seeds: gamma)" in rows[1]
 
 
 def test_the_grid_runs_seed_by_seed_across_tasks(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "Hopper-v5", "Ant-v5",
-           "--algos", "ppo", "--seeds", "1", "2", "--total-steps", "512", "--results", str(tmp_path), "--dry-run"]
+           "--algos", "ppo", "--seeds", "1", "2", "--total-steps", "512", "--results", str(tmp_path),
+           "--runs", str(tmp_path / "runs"), "--dry-run"]
     planned = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     runs = [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in planned.stdout.splitlines()[1:]]
     assert runs == ["Hopper-v5_ppo_s1", "Ant-v5_ppo_s1", "Hopper-v5_ppo_s2", "Ant-v5_ppo_s2"]
@@ -58,29 +69,38 @@ def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path)
     assert bad.returncode != 0 and "--vary 'init_std': write NAME=VALUE" in bad.stderr
 
 
-def test_the_grid_runs_as_ray_tasks_and_records_each_run(tmp_path):
+def test_the_grid_runs_as_ray_tasks_records_each_run_and_reports_a_failed_one(tmp_path):
     pytest.importorskip("ray")
-    done = grid(tmp_path, "--launcher", "ray", "--ray-cpus-per-run", "1")
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    assert done.stdout.count("(Ray task)") == 4
-    files = sorted((tmp_path / "results").glob("*.json"))
-    assert len(files) == 4 and all(json.loads(f.read_text())["summary"]["global_step"] == 512 for f in files)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
+           "--algos", "ppo", "--seeds", "1", "--total-steps", "512", "--vary", "init_std=0.5,-1",
+           "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--nice", "0",
+           "--num-envs", "4", "--num-steps", "64", "--eval-episodes", "2", "--launcher", "ray"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 1, done.stderr[-3000:] + done.stdout[-3000:]
+    assert done.stdout.count("(Ray task)") == 2 and "InvertedPendulum-v5_ppo_init_std=-1_s1 failed (exit 2)" in done.stdout
+    files = list((tmp_path / "results").glob("*.json"))
+    assert [f.stem for f in files] == ["InvertedPendulum-v5_ppo_init_std=0.5_s1"]
+    assert json.loads(files[0].read_text())["summary"]["global_step"] == 512
     stray = grid(tmp_path, "--ray-address", "auto", "--dry-run")
-    assert stray.returncode != 0 and "--ray-address auto: needs --launcher ray" in stray.stderr
+    assert stray.returncode != 0 and stray.stderr.strip() == "grid.py: --ray-address needs --launcher ray"
+    placed = grid(tmp_path, "--launcher", "ray", "--jobs", "2", "--dry-run")
+    assert placed.returncode != 0 and "--jobs 2: with --launcher ray, Ray places the runs" in placed.stderr
 
 
 def test_the_peers_run_as_grid_algorithms_and_are_recorded_alike(tmp_path):
     pytest.importorskip("stable_baselines3")
     pytest.importorskip("sb3_contrib")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
-           "--algos", "sb3-ppo", "sb3-trpo", "--seeds", "1", "--total-steps", "2048", "--nice", "0",
+           "--algos", "sb3-ppo", "sb3-trpo", "--seeds", "1", "--total-steps", "1000", "--nice", "0",
            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     for algo, library in (("sb3-ppo", "stable-baselines3"), ("sb3-trpo", "sb3-contrib")):
         data = json.loads((tmp_path / "results" / f"InvertedPendulum-v5_{algo}_s1.json").read_text())
-        assert data["peer"]["library"] == library and data["peer"]["steps"] == 2048
-        assert data["summary"]["eval/episodic_return"] == data["peer"]["eval_mean"] >= 1  # a pendulum up 1+ steps
+        # 1,000 steps asked, one whole rollout of 2,048 trained (PPO: 1 env x 2,048; TRPO: 2 x 1,024).
+        assert data["peer"]["library"] == library and data["peer"]["steps"] == data["summary"]["global_step"] == 2048
+        returns = data["peer"]["eval_returns"]
+        assert len(returns) == 16 and data["summary"]["eval/episodic_return"] == pytest.approx(sum(returns) / 16)
     table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grid_table.py"), str(tmp_path / "results")],
                            capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert table.returncode == 0 and "sb3-trpo" in table.stdout, table.stderr[-2000:]

@@ -47,14 +47,21 @@ def test_flags_win_over_presets():
 
 def test_a_named_network_sets_its_fields_over_the_presets_and_flags_win_over_it():
     original = build_config({"env": "Hopper-v5", "algo": "ppo", "network": "original"})
-    assert (original.hidden_sizes, original.value_hidden_sizes, original.activation) == ([128, 128], [128, 128], "relu")
+    assert (original.hidden_sizes, original.value_hidden_sizes, original.activation) == ([128, 128], None, "relu")
     assert original.state_dependent_std and not original.ortho_init
     baselines = build_config({"env": "ant", "algo": "trpo", "network": "baselines"})
     assert (baselines.hidden_sizes, baselines.activation, baselines.state_dependent_std, baselines.ortho_init) == (
         [64, 64], "tanh", False, True)
     assert baselines.num_envs == 1024 and baselines.network == "baselines"  # the rest of the presets stay
     wider = build_config({"env": "Hopper-v5", "algo": "ppo", "network": "baselines", "hidden_sizes": [256, 256]})
-    assert wider.hidden_sizes == [256, 256] and wider.activation == "tanh"
+    assert wider.hidden_sizes == [256, 256] and wider.value_hidden_sizes is None and wider.activation == "tanh"
+
+
+def test_a_variant_stays_that_variant_under_a_named_network():
+    ppo_m = build_config({"env": "Hopper-v5", "algo": "ppo-m", "network": "baselines"})
+    assert (ppo_m.activation, ppo_m.ortho_init, ppo_m.hidden_sizes) == ("relu", False, [64, 64])
+    trpo_plus = build_config({"env": "Hopper-v5", "algo": "trpo+", "network": "original"})
+    assert (trpo_plus.activation, trpo_plus.ortho_init, trpo_plus.hidden_sizes) == ("tanh", True, [128, 128])
 
 
 def test_an_unknown_network_is_one_line_naming_the_choices():

@@ -29,6 +29,7 @@ def test_mp4_decodes_with_one_frame_per_step_and_plays_at_real_time(agent_and_cf
     agent, cfg = agent_and_cfg
     path, traj, n = make_video(agent, cfg, tmp_path / "walk.mp4", max_steps=STEPS)
     assert n == STEPS + 1  # the first state and one per step: standing still never falls in 12 steps
+    assert traj.steps == STEPS  # what a caption's "over N steps" says: the start frame is no step
     frames = iio.imread(path, plugin="pyav") if _has_pyav() else _ffmpeg_frames(path)
     assert len(frames) == STEPS + 1
     assert frames[0].shape == (240, 320, 3)
