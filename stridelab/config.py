@@ -161,11 +161,12 @@ def _type_name(kind: Any) -> str:
     return names.get(kind, "a list of integers" if typing.get_origin(kind) is list else str(kind))
 
 
-def preset_for(env: str, algo: str) -> dict[str, Any]:
+def preset_for(env: str, algo: str, network: str | None = None) -> dict[str, Any]:
     """Preset values, later tables winning: ``[common]``, the algorithm's (the preset section its
     registry entry names, then its own name's), the simulator's table (``[brax]``,
-    ``[gymnasium]``) and its per-algorithm tables, then the task's ``[env]`` and per-algorithm
-    tables, and last a variant's switches (``[variants.<name>]``)."""
+    ``[gymnasium]``) and its per-algorithm tables, the task's ``[env]`` and per-algorithm tables,
+    then the named network's fields (``network``, else the one the tables name), and last a
+    variant's switches (``[variants.<name>]``)."""
     from stridelab.algos import get
     from stridelab.envs.registry import preset_table
 
@@ -180,6 +181,7 @@ def preset_for(env: str, algo: str) -> dict[str, Any]:
         merged.update({k: v for k, v in values.items() if not isinstance(v, dict)})
         for section in sections:
             merged.update(values.get(section, {}))
+    merged.update(_network_fields(presets, merged.get("network", "") if network is None else network))
     merged.update(entry.switches)  # a variant's switches are what makes it that variant
     return merged
 
@@ -194,9 +196,9 @@ def network_descriptions() -> dict[str, str]:
     return {name: table.get("description", "") for name, table in load_presets().get("networks", {}).items()}
 
 
-def network_fields(name: str) -> dict[str, Any]:
+def _network_fields(presets: dict[str, Any], name: str) -> dict[str, Any]:
     """The fields a named network (``[networks.<name>]`` in the presets) sets; none for ``""``."""
-    networks = load_presets().get("networks", {})
+    networks = presets.get("networks", {})
     if name and name not in networks:
         raise unknown_choice("network", name, tuple(networks))
     return {k: v for k, v in networks.get(name, {}).items() if k != "description"}
@@ -207,12 +209,7 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
     base = TrainConfig()
     algo = overrides.get("algo", base.algo)
     env = overrides.get("env", base.env)
-    from stridelab.algos import get
-
-    presets = preset_for(env, algo)
-    network = network_fields(overrides.get("network", presets.get("network", "")))
-    # A variant's switches (ppo-m's ReLU, trpo+'s orthogonal init) still make it that variant.
-    cfg = TrainConfig(**{**presets, **network, **get(algo).switches, **overrides})
+    cfg = TrainConfig(**{**preset_for(env, algo, overrides.get("network")), **overrides})
     if not cfg.run_dir:
         cfg.run_dir = str(Path("runs") / f"{cfg.env}_{cfg.algo}_s{cfg.seed}")
     return cfg
