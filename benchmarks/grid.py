@@ -158,12 +158,17 @@ def run_local(todo: list[dict], args: argparse.Namespace) -> int:
             running.remove(proc)
             proc.log.close()  # type: ignore[attr-defined]
             free.append(proc.cores)  # type: ignore[attr-defined]
-            if proc.returncode == 0:
-                print(f"[grid] {proc.run['name']} done: {record(proc.run, args)}", flush=True)  # type: ignore[attr-defined]
-            else:
-                failed += 1
-                print(f"[grid] {proc.run['name']} failed (exit {proc.returncode}); log in {args.runs}", flush=True)  # type: ignore[attr-defined]
+            failed += not finished(proc.run, proc.returncode, args)  # type: ignore[attr-defined]
     return failed
+
+
+def finished(run: dict, code: int, args: argparse.Namespace) -> bool:
+    """Record a run that ended well (True), or say where the log of one that failed is."""
+    if code == 0:
+        print(f"[grid] {run['name']} done: {record(run, args)}", flush=True)
+        return True
+    print(f"[grid] {run['name']} failed (exit {code}); log in {args.runs}", flush=True)
+    return False
 
 
 def run_ray(todo: list[dict], args: argparse.Namespace) -> int:
@@ -176,22 +181,15 @@ def run_ray(todo: list[dict], args: argparse.Namespace) -> int:
     jobs = [(["nice", "-n", str(args.nice), *command(run, args)], args.runs / f".{run['name']}.log") for run in todo]
     for run, (cmd, _) in zip(todo, jobs):
         print(f"[grid] {'resuming' if '--resume' in cmd else 'training'} {run['name']} (Ray task)", flush=True)
-    failed = []
-
-    def finished(i: int, code: int) -> None:
-        if code == 0:
-            print(f"[grid] {todo[i]['name']} done: {record(todo[i], args)}", flush=True)
-        else:
-            failed.append(todo[i]["name"])
-            print(f"[grid] {todo[i]['name']} failed (exit {code}); log in {args.runs}", flush=True)
-
-    run_on_ray(jobs, finished, args.ray_address, args.ray_cpus_per_run, args.ray_gpus_per_run)
-    return len(failed)
+    ok = []
+    run_on_ray(jobs, lambda i, code: ok.append(finished(todo[i], code, args)), args.ray_address,
+               args.ray_cpus_per_run, args.ray_gpus_per_run)
+    return ok.count(False)
 
 
 def check_launcher(args: argparse.Namespace) -> None:
     """compare's launcher checks, as one line each."""
-    from stridelab.api import check_launcher as check
+    from stridelab.compare import check_launcher as check
     from stridelab.errors import ConfigError
 
     try:

@@ -283,22 +283,6 @@ def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 3
         return make_video(agent, cfg, out, max_steps=steps, seed=seed, width=width, height=height)
 
 
-def check_launcher(launcher: str, ray_address: str | None, cpus_per_run: float, gpus_per_run: float) -> None:
-    """One line for a launcher that cannot run: unknown, Ray missing, or Ray's settings out of range."""
-    if launcher not in ("local", "ray"):
-        raise unknown_choice("launcher", launcher, ("local", "ray"))
-    if launcher == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
-        if cpus_per_run <= 0 or gpus_per_run < 0:
-            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
-                              f"{cpus_per_run} and {gpus_per_run}")
-    elif ray_address:
-        raise ConfigError("--ray-address needs --launcher ray")
-
-
 @dataclasses.dataclass
 class CompareJob:
     """``stridelab compare``'s arguments; ``settings`` go to every run (``num_envs=1024``)."""
@@ -341,6 +325,8 @@ class CompareJob:
         self._check_settings()
 
     def _check_launcher(self) -> None:
+        from stridelab.compare import check_launcher
+
         check_launcher(self.launcher, self.ray_address, self.ray_cpus_per_run, self.ray_gpus_per_run)
 
     def _check_settings(self) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stridelab.checkpoint import CKPT_DIR
+from stridelab.errors import ConfigError, unknown_choice
 
 
 @dataclass
@@ -217,6 +218,22 @@ def run_grid_ray(specs: list[RunSpec], env: str, total_steps: int | None, extra:
 
     run_on_ray(jobs, finished, address, cpus_per_run, gpus_per_run)
     return failed
+
+
+def check_launcher(launcher: str, ray_address: str | None, cpus_per_run: float, gpus_per_run: float) -> None:
+    """One line for a launcher that cannot run: unknown, Ray missing, or Ray's settings out of range."""
+    if launcher not in ("local", "ray"):
+        raise unknown_choice("launcher", launcher, ("local", "ray"))
+    if launcher == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--launcher ray needs Ray: pip install 'stridelab[ray]'")
+        if cpus_per_run <= 0 or gpus_per_run < 0:
+            raise ConfigError(f"--ray-cpus-per-run must be > 0 and --ray-gpus-per-run >= 0, got "
+                              f"{cpus_per_run} and {gpus_per_run}")
+    elif ray_address:
+        raise ConfigError("--ray-address needs --launcher ray")
 
 
 def run_on_ray(jobs: list[tuple[list[str], Path]], finished: Callable[[int, int], None], address: str | None = None,
