@@ -9,7 +9,8 @@ Every run is ``stridelab train`` (one per core, pinned, at low priority), its ru
 ``--runs`` (default ``runs/grids/NAME``). When a run ends, its summary, config and evaluation
 curve are written to ``benchmarks/results/grids/NAME/<run>.json`` and, with ``--commit``,
 committed on their own. Started again, here or on another machine with the repository, the grid
-skips every run whose JSON is there and resumes the ones whose run directory holds a checkpoint.
+skips every run whose JSON is there and resumes the ones whose run directory holds a checkpoint;
+a second invocation of the same grid skips the runs the first is training and takes the others.
 Other ``stridelab train`` flags given after the grid's own go to every run. The algorithms
 ``sb3-ppo`` and ``sb3-trpo`` are the peers (Stable-Baselines3's PPO, sb3-contrib's TRPO, with
 ``benchmarks/sb3_baselines.py``'s settings; ``pip install -e '.[bench]'``), recorded alike. On a Ray cluster,
@@ -19,6 +20,7 @@ Other ``stridelab train`` flags given after the grid's own go to every run. The 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import os
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 # The peers as grid algorithms: Stable-Baselines3's PPO and sb3-contrib's TRPO (sb3_baselines.py).
@@ -72,6 +75,24 @@ def plan(args: argparse.Namespace) -> list[dict]:
     return todo
 
 
+def claim(run: dict, args: argparse.Namespace) -> TextIO | None:
+    """An exclusive lock on the run for as long as this grid lives, or None when another grid
+    (on this machine, or on a filesystem shared with it) holds it or has recorded the run since:
+    two invocations of one grid then share its runs instead of both training one."""
+    args.runs.mkdir(parents=True, exist_ok=True)
+    lock = open(args.runs / f".{run['name']}.claim", "a")  # noqa: SIM115 - held until the grid exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        print(f"[grid] skipping {run['name']}: another grid is running it", flush=True)
+        return None
+    if (args.results / f"{run['name']}.json").is_file():
+        lock.close()
+        return None
+    return lock
+
+
 def command(run: dict, args: argparse.Namespace) -> list[str]:
     run_dir = args.runs / run["name"]
     if run["algo"] in PEERS:  # no checkpoints: an interrupted peer starts over
@@ -87,13 +108,12 @@ def command(run: dict, args: argparse.Namespace) -> list[str]:
             "--no-progress", *fresh, *flags(run["switches"]), *args.extra]
 
 
-def start(run: dict, args: argparse.Namespace, cores: tuple[int, ...]) -> subprocess.Popen:
-    args.runs.mkdir(parents=True, exist_ok=True)
+def start(run: dict, args: argparse.Namespace, cores: tuple[int, ...], lock: TextIO) -> subprocess.Popen:
     log = open(args.runs / f".{run['name']}.log", "a")  # noqa: SIM115 - closed when the run ends
     env = {**os.environ, "STRIDELAB_CPUS": ",".join(map(str, cores)), "OMP_NUM_THREADS": str(len(cores))}
     print(f"[grid] {'resuming' if '--resume' in command(run, args) else 'training'} {run['name']}", flush=True)
     proc = subprocess.Popen(["nice", "-n", str(args.nice), *command(run, args)], stdout=log, stderr=log, env=env)
-    proc.log, proc.run, proc.cores = log, run, cores  # type: ignore[attr-defined]
+    proc.log, proc.run, proc.cores, proc.claim = log, run, cores, lock  # type: ignore[attr-defined]
     return proc
 
 
@@ -152,13 +172,16 @@ def run_local(todo: list[dict], args: argparse.Namespace) -> int:
     failed = 0
     while todo or running:
         while todo and free:
-            running.append(start(todo.pop(0), args, free.pop(0)))
+            run = todo.pop(0)
+            if (lock := claim(run, args)) is not None:
+                running.append(start(run, args, free.pop(0), lock))
         time.sleep(2)
         for proc in [p for p in running if p.poll() is not None]:
             running.remove(proc)
             proc.log.close()  # type: ignore[attr-defined]
             free.append(proc.cores)  # type: ignore[attr-defined]
             failed += not finished(proc.run, proc.returncode, args)  # type: ignore[attr-defined]
+            proc.claim.close()  # type: ignore[attr-defined]
     return failed
 
 
@@ -177,7 +200,10 @@ def run_ray(todo: list[dict], args: argparse.Namespace) -> int:
     node shares, with the same Python environment on each."""
     from stridelab.compare import run_on_ray
 
-    args.runs.mkdir(parents=True, exist_ok=True)
+    claims = [claim(run, args) for run in todo]  # held until the grid exits
+    todo = [run for run, lock in zip(todo, claims) if lock is not None]
+    if not todo:
+        return 0
     jobs = [(["nice", "-n", str(args.nice), *command(run, args)], args.runs / f".{run['name']}.log") for run in todo]
     for run, (cmd, _) in zip(todo, jobs):
         print(f"[grid] {'resuming' if '--resume' in cmd else 'training'} {run['name']} (Ray task)", flush=True)

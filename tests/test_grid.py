@@ -1,6 +1,7 @@
 """benchmarks/grid.py: a grid over algorithms, switches and seeds whose per-run JSONs make it
 resumable anywhere the repository is."""
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -40,6 +41,21 @@ def test_the_grid_records_each_run_and_skips_what_is_recorded(tmp_path):
     rows = [line for line in table.stdout.splitlines() if "InvertedPendulum" in line]
     assert len(rows) == 2 and ["settings differ" in row for row in rows] == [False, True], table.stdout
     assert "ppo norm_adv=true (settings differ between seeds: gamma)" in rows[1]
+
+
+def test_a_second_grid_skips_the_runs_another_grid_holds(tmp_path):
+    (tmp_path / "runs").mkdir()
+    held = [open(tmp_path / "runs" / f".InvertedPendulum-v5_ppo_norm_adv={v}_s{s}.claim", "a")
+            for v, s in (("true", 1), ("false", 1), ("true", 2))]
+    for lock in held:  # as the first grid holds the runs it is training
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    second = grid(tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:] + second.stdout[-3000:]
+    assert second.stdout.count("another grid is running it") == 3
+    assert [f.stem for f in (tmp_path / "results").glob("*.json")] == ["InvertedPendulum-v5_ppo_norm_adv=false_s2"]
+    for lock in held:
+        lock.close()
+    assert "3 runs to do" in grid(tmp_path, "--dry-run").stdout
 
 
 def test_the_grid_runs_seed_by_seed_across_tasks(tmp_path):
