@@ -11,6 +11,8 @@ curve are written to ``benchmarks/results/grids/NAME/<run>.json`` and, with ``--
 committed on their own. Started again, here or on another machine with the repository, the grid
 skips every run whose JSON is there and resumes the ones whose run directory holds a checkpoint;
 a second invocation of the same grid skips the runs the first is training and takes the others.
+``--adopt OTHER_RESULTS`` copies in another grid's recorded runs whose config equals the one a
+run here would train with (after a preset moved to a value a screening grid already ran).
 Other ``stridelab train`` flags given after the grid's own go to every run. The algorithms
 ``sb3-ppo`` and ``sb3-trpo`` are the peers (Stable-Baselines3's PPO, sb3-contrib's TRPO, with
 ``benchmarks/sb3_baselines.py``'s settings; ``pip install -e '.[bench]'``), recorded alike. On a Ray cluster,
@@ -103,9 +105,54 @@ def command(run: dict, args: argparse.Namespace) -> list[str]:
         return [sys.executable, "-m", "stridelab", "train", "--resume", str(run_dir), "--no-progress"]
     # A run stopped before its first checkpoint left a directory that a fresh run must replace.
     fresh = ["--overwrite"] if run_dir.is_dir() and any(run_dir.iterdir()) else []
-    return [sys.executable, "-m", "stridelab", "train", "--algo", run["algo"], "--env", run["env"],
-            "--seed", str(run["seed"]), "--total-steps", str(args.total_steps), "--run-dir", str(run_dir),
-            "--no-progress", *fresh, *flags(run["switches"]), *args.extra]
+    return [sys.executable, "-m", "stridelab", "train", *fresh, *train_flags(run, args)]
+
+
+def train_flags(run: dict, args: argparse.Namespace) -> list[str]:
+    """The ``stridelab train`` flags of a fresh run."""
+    return ["--algo", run["algo"], "--env", run["env"], "--seed", str(run["seed"]), "--total-steps",
+            str(args.total_steps), "--run-dir", str(args.runs / run["name"]), "--no-progress",
+            *flags(run["switches"]), *args.extra]
+
+
+def adopt(todo: list[dict], args: argparse.Namespace) -> list[dict]:
+    """Copy in the runs that a grid of ``--adopt`` trained with the very config a run of this
+    grid would get (say a screening grid's, once its setting became the preset), each copy
+    naming its source in ``copied_from``; the runs left to train."""
+    left = []
+    for run in todo:
+        same = _same_run(run, args)
+        if same is None:
+            left.append(run)
+            continue
+        source = f"{same.parent.name}/{same.stem}"
+        print(f"[grid] {run['name']}: {'would adopt' if args.dry_run else 'adopting'} {source} (the same config)",
+              flush=True)
+        if not args.dry_run:
+            data = {**json.loads(same.read_text()), "name": run["name"], "switches": run["switches"],
+                    "copied_from": f"{source}: the same config"}
+            _write(args.results / f"{run['name']}.json", data, args, f"grid {args.name}: {run['name']} adopted from {source}")
+    return left
+
+
+def _same_run(run: dict, args: argparse.Namespace) -> Path | None:
+    """A recorded run of an ``--adopt`` grid on this task and seed whose config, where the run
+    lived aside, equals the one this run would train with (peers record no config: never)."""
+    from stridelab.api import train_config
+    from stridelab.cli import settings_from_flags
+
+    if run["algo"] in PEERS:
+        return None
+    mine = _comparable(train_config(settings_from_flags(train_flags(run, args))).to_dict())
+    for path in (p for folder in args.adopt for p in sorted(folder.glob(f"{run['env']}_*_s{run['seed']}.json"))):
+        if _comparable(json.loads(path.read_text()).get("config", {})) == mine:
+            return path
+    return None
+
+
+def _comparable(config: dict) -> dict:
+    """A config without what names where the run lived."""
+    return {k: v for k, v in config.items() if k != "run_dir"}
 
 
 def start(run: dict, args: argparse.Namespace, cores: tuple[int, ...], lock: TextIO) -> subprocess.Popen:
@@ -121,13 +168,18 @@ def record(run: dict, args: argparse.Namespace) -> Path:
     """The run's summary, config and evaluation curve as one small JSON in the repository."""
     run_dir = args.runs / run["name"]
     data = _peer_record(run, run_dir) if run["algo"] in PEERS else _stridelab_record(run, run_dir)
-    args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{run['name']}.json"
+    return _write(path, data, args, f"grid {args.name}: {run['name']} (eval return {data['summary'].get('eval/episodic_return', float('nan')):.0f})")
+
+
+def _write(path: Path, data: dict, args: argparse.Namespace, message: str) -> Path:
+    """One run's JSON, whole or not at all, and committed on its own with ``--commit``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
     if args.commit:
-        _commit(path, f"grid {args.name}: {run['name']} (eval return {data['summary'].get('eval/episodic_return', float('nan')):.0f})")
+        _commit(path, message)
     return path
 
 
@@ -240,6 +292,8 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=None, help="run directories (default runs/grids/NAME)")
     p.add_argument("--results", type=Path, default=None,
                    help="where the runs' JSONs go (default benchmarks/results/grids/NAME)")
+    p.add_argument("--adopt", type=Path, nargs="+", default=[], metavar="RESULTS",
+                   help="other grids' result folders: copy in their runs whose config equals this grid's run")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do and stop")
     p.add_argument("--launcher", choices=["local", "ray"], default="local",
                    help="local: one run per core here; ray: Ray tasks, on the cluster at --ray-address")
@@ -254,7 +308,10 @@ def main() -> None:
     if peers and (args.vary or args.extra):
         raise SystemExit(f"--algos {' '.join(peers)}: the peers run with their own settings (sb3_baselines.py); "
                          f"give them no --vary or train flags (got {' '.join(args.vary + args.extra)})")
-    todo = plan(args)
+    missing = [str(folder) for folder in args.adopt if not folder.is_dir()]
+    if missing:
+        raise SystemExit(f"--adopt {' '.join(missing)}: not a folder of a grid's results")
+    todo = adopt(plan(args), args) if args.adopt else plan(args)
     print(f"[grid] {args.name}: {len(todo)} runs to do", flush=True)
     if args.dry_run:
         for run in todo:

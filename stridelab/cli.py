@@ -162,6 +162,13 @@ def _given(ns: argparse.Namespace) -> dict[str, Any]:
     return {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name) is not None}
 
 
+def settings_from_flags(flags: list[str], prog: str = "stridelab train") -> dict[str, Any]:
+    """The training settings that ``stridelab train`` flags give (unset ones left out)."""
+    parser = _Parser(prog=prog, add_help=False)
+    _add_config_flags(parser)
+    return _given(parser.parse_args(flags))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from stridelab.api import training_run
     from stridelab.train import NonFiniteError, StopRequested, TrainingInterrupted, train
@@ -245,12 +252,10 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from stridelab.api import CompareJob, run_compare
 
-    train_flags = _Parser(prog="stridelab compare", add_help=False)
-    _add_config_flags(train_flags)
     job = CompareJob(env=args.env, algos=args.algos, seeds=args.seeds, total_steps=args.total_steps, out=args.out,
                      jobs=args.jobs, launcher=args.launcher, ray_address=args.ray_address,
                      ray_cpus_per_run=args.ray_cpus_per_run, ray_gpus_per_run=args.ray_gpus_per_run,
-                     video_steps=args.video_steps, settings=_given(train_flags.parse_args(extra)))
+                     video_steps=args.video_steps, settings=settings_from_flags(extra, "stridelab compare"))
     try:
         out = run_compare(job)
     except KeyboardInterrupt:

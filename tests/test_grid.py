@@ -41,6 +41,15 @@ def test_the_grid_records_each_run_and_skips_what_is_recorded(tmp_path):
     rows = [line for line in table.stdout.splitlines() if "InvertedPendulum" in line]
     assert len(rows) == 2 and ["settings differ" in row for row in rows] == [False, True], table.stdout
     assert "ppo norm_adv=true (settings differ between seeds: gamma)" in rows[1]
+    # A grid of the presets adopts the recorded runs whose config is its own (norm_adv is on by
+    # default; seed 2's "true" run now has another discount) and trains only seed 2.
+    adopting = grid(tmp_path, "--vary", "--results", str(tmp_path / "presets"), "--adopt", str(tmp_path / "results"))
+    assert adopting.returncode == 0, adopting.stderr[-3000:] + adopting.stdout[-3000:]
+    assert "InvertedPendulum-v5_ppo_s1: adopting results/InvertedPendulum-v5_ppo_norm_adv=true_s1" in adopting.stdout
+    assert "1 runs to do" in adopting.stdout and "training InvertedPendulum-v5_ppo_s2" in adopting.stdout
+    adopted = json.loads((tmp_path / "presets" / "InvertedPendulum-v5_ppo_s1.json").read_text())
+    assert adopted["copied_from"] == "results/InvertedPendulum-v5_ppo_norm_adv=true_s1: the same config"
+    assert adopted["name"] == "InvertedPendulum-v5_ppo_s1" and adopted["switches"] == {}
 
 
 def test_a_second_grid_skips_the_runs_another_grid_holds(tmp_path):
@@ -83,6 +92,8 @@ def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path)
                           "--algos", "ppo", "--total-steps", "10", "--vary", "init_std", "--dry-run"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "--vary 'init_std': write NAME=VALUE" in bad.stderr
+    nowhere = grid(tmp_path, "--adopt", str(tmp_path / "nowhere"), "--dry-run")
+    assert nowhere.returncode != 0 and nowhere.stderr.strip() == f"--adopt {tmp_path / 'nowhere'}: not a folder of a grid's results"
 
 
 def test_the_grid_runs_as_ray_tasks_records_each_run_and_reports_a_failed_one(tmp_path):
