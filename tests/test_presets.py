@@ -20,6 +20,7 @@ def test_the_gymnasium_policy_has_one_learned_log_std_and_ant_v5_its_own_explora
     ppo, trpo = (build_config({"env": "Ant-v5", "algo": a}) for a in ("ppo", "trpo"))
     assert (ppo.init_std, ppo.target_kl, trpo.init_std, trpo.max_kl) == (0.3, 0.04, 0.3, 0.04)
     assert build_config({"env": "HalfCheetah-v5", "algo": "ppo"}).target_kl is None
+    assert build_config({"env": "Hopper-v5", "algo": "ppo"}).target_kl == 0.04
     assert [build_config({"env": e, "algo": "trpo"}).gamma for e in ("Hopper-v5", "Walker2d-v5")] == [0.995, 0.99]
 
 
