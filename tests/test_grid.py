@@ -3,8 +3,11 @@ resumable anywhere the repository is."""
 
 import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,36 @@ def test_a_second_grid_skips_the_runs_another_grid_holds(tmp_path):
     for lock in held:
         lock.close()
     assert "3 runs to do" in grid(tmp_path, "--dry-run").stdout
+
+
+def test_runs_are_niced_as_a_session_and_ctrl_c_stops_each_at_a_checkpoint(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
+           "--algos", "ppo", "--seeds", "1", "--total-steps", "10000000", "--runs", str(tmp_path / "runs"),
+           "--results", str(tmp_path / "results"), "--nice", "10", "--num-envs", "4", "--num-steps", "64",
+           "--eval-episodes", "0", "--checkpoint-every", "1"]
+    grid_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        run_dir = tmp_path / "runs" / "InvertedPendulum-v5_ppo_s1"
+        deadline = time.monotonic() + 120
+        while not list((run_dir / "checkpoints").glob("*.ckpt")) and time.monotonic() < deadline:
+            time.sleep(0.5)  # until it trains
+        children = Path(f"/proc/{grid_proc.pid}/task/{grid_proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        child = int(children[0])
+        assert os.getsid(child) == child != os.getsid(grid_proc.pid)  # a session of its own
+        nice = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        assert nice == min(19, os.nice(0) + 10)
+        if Path("/proc/self/autogroup").exists():  # where sessions are scheduled as groups, its group too
+            assert Path(f"/proc/{child}/autogroup").read_text().split()[-1] == "10"
+        grid_proc.send_signal(signal.SIGINT)
+        out, err = grid_proc.communicate(timeout=180)
+    finally:
+        grid_proc.kill()  # only if an assertion above failed: the run then stops with it
+    assert grid_proc.returncode == 1 and "[grid] interrupted: every run stopped at a checkpoint" in err, err[-3000:]
+    assert not Path(f"/proc/{child}").exists()
+    log = (tmp_path / "runs" / ".InvertedPendulum-v5_ppo_s1.log").read_text()
+    assert "stopped by SIGINT; checkpoint written" in log and "continue with: stridelab train --resume" in log, log
+    assert "--resume" in subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
 
 
 def test_the_grid_runs_seed_by_seed_across_tasks(tmp_path):
