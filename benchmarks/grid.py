@@ -250,6 +250,7 @@ def run_local(todo: list[dict], args: argparse.Namespace) -> int:
     free = [tuple(cpus[i::jobs]) for i in range(jobs)]
     running: list[subprocess.Popen] = []
     failed = 0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the runs as Ctrl-C does
     try:
         while todo or running:
             while todo and free:
@@ -270,8 +271,9 @@ def run_local(todo: list[dict], args: argparse.Namespace) -> int:
 
 
 def stop(running: list[subprocess.Popen]) -> None:
-    """Ctrl-C, passed on once to each run (in sessions of their own, they do not get the
-    terminal's): a stridelab run writes a checkpoint and stops, a peer's run starts over."""
+    """Ctrl-C or SIGTERM, passed on as one SIGINT to each run (in sessions of their own, they do
+    not get the terminal's): a stridelab run writes a checkpoint and stops, a peer's run starts
+    over. A run still there after two minutes is killed."""
     for proc in running:
         proc.send_signal(signal.SIGINT)
     for proc in running:

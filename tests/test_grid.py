@@ -75,7 +75,9 @@ def test_runs_are_niced_as_a_session_and_ctrl_c_stops_each_at_a_checkpoint(tmp_p
            "--algos", "ppo", "--seeds", "1", "--total-steps", "10000000", "--runs", str(tmp_path / "runs"),
            "--results", str(tmp_path / "results"), "--nice", "10", "--num-envs", "4", "--num-steps", "64",
            "--eval-episodes", "0", "--checkpoint-every", "1"]
-    grid_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # As from a terminal: a shell without job control (CI's) starts its children ignoring SIGINT.
+    grid_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         run_dir = tmp_path / "runs" / "InvertedPendulum-v5_ppo_s1"
         deadline = time.monotonic() + 120
