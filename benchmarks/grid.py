@@ -174,9 +174,10 @@ def low_priority_session(nice: int) -> Callable[[], None]:
     default on most desktops), a process's nice value weighs only against its own session's
     processes: a grid started from one terminal took half the cores from a test run started from
     another, nice 19 or not (the test suite, started in another session beside two nice-19 SB3
-    runs and a few minutes of other tests, took 24.8 minutes against 13.8 on a quiet machine). Niced as a session too, the runs take what other sessions leave. The child also
-    stops with the grid (compare's parent-death signal), since a session of its own no longer
-    gets the terminal's Ctrl-C; the grid passes that on itself (run_local)."""
+    runs and a few minutes of other tests, took 24.8 minutes against 13.8 on a quiet machine).
+    Niced as a session too, the runs take what other sessions leave. The child also stops with
+    the grid (compare's parent-death signal), since a session of its own no longer gets the
+    terminal's Ctrl-C; the grid passes that on itself (run_local)."""
     from stridelab.compare import _die_with_parent
 
     die = _die_with_parent(os.getpid()) if sys.platform == "linux" else (lambda: None)
