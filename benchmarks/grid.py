@@ -176,11 +176,11 @@ def low_priority_session(nice: int) -> Callable[[], None]:
     another, nice 19 or not (the test suite, started in another session beside two nice-19 SB3
     runs and a few minutes of other tests, took 24.8 minutes against 13.8 on a quiet machine).
     Niced as a session too, the runs take what other sessions leave. The child also stops with
-    the grid (compare's parent-death signal), since a session of its own no longer gets the
+    the grid (compare.die_with_parent), since a session of its own no longer gets the
     terminal's Ctrl-C; the grid passes that on itself (run_local)."""
-    from stridelab.compare import _die_with_parent
+    from stridelab.compare import die_with_parent
 
-    die = _die_with_parent(os.getpid()) if sys.platform == "linux" else (lambda: None)
+    die = die_with_parent(os.getpid()) if sys.platform == "linux" else (lambda: None)
 
     def child() -> None:
         die()

@@ -145,13 +145,13 @@ def _start_run(spec: RunSpec, env: str, total_steps: int | None, extra: list[str
     # (kill -9), hence the parent-death signal.
     proc = subprocess.Popen(_command(spec, env, total_steps, extra, progress=jobs == 1),
                             stdout=log, stderr=None if jobs == 1 else log, env=child_env, start_new_session=True,
-                            preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
+                            preexec_fn=die_with_parent(os.getpid()) if sys.platform == "linux" else None)
     proc.log = log  # type: ignore[attr-defined]
     proc.cores = cores  # type: ignore[attr-defined]
     return spec, proc
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int) -> Callable[[], None]:
     """Run in the child between fork and exec: the kernel sends it SIGTERM when compare dies,
     however compare dies (kill -9 included).
 
