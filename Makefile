@@ -7,6 +7,15 @@ STAMP  := $(VENV)/.installed
 # Brax simulates on the GPU that torch trains on; elsewhere JAX stays CPU-only.
 EXTRAS ?= test$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,cuda)
 
+# Robot models (the Unitree Go1) come from the mujoco-menagerie package, which downloads them once;
+# a local Menagerie beside the project is used instead where there is one and none was chosen.
+MENAGERIE_LOCAL := $(abspath ../shared/menagerie)
+ifeq ($(MENAGERIE_ROOT),)
+ifneq ($(wildcard $(MENAGERIE_LOCAL)/.),)
+export MENAGERIE_ROOT := $(MENAGERIE_LOCAL)
+endif
+endif
+
 .PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
@@ -31,8 +40,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/stridelab compare --env ant --algos trpo ppo --seeds 3 --total-steps 3000000 --out runs/demo
 
+# One pytest worker per core (pytest-xdist); tests that must not share the machine with each other
+# are grouped onto one worker (`xdist_group`). Compiled Brax programs are kept in .cache/jax.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .cache

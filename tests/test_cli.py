@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.tbread import read_scalars
+from stridelab.cli import main
 
 SMALL = ["--env", "ant", "--num-envs", "32", "--num-steps", "16", "--num-minibatches", "4",
          "--vf-minibatches", "4", "--eval-episodes", "0", "--no-progress", "--checkpoint-every", "2"]
@@ -118,14 +119,30 @@ def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
     (["compare", "--seed", "3"], "--seed is set by compare itself"),  # ... so this is not --seeds 3
     (["train", "--hidden-sizes", "64", "x"], "expected an integer, got 'x'"),
 ])
-def test_bad_input_is_one_line_and_exit_code_2(args, needle):
+def test_bad_input_is_one_line_and_exit_code_2(args, needle, capsys):
+    """The command's own ``main`` in this process (a new process per case spent ~4 s importing
+    torch and JAX); the installed command's process is checked on its own below."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert_one_line_and_exit_2(code, capsys.readouterr().err, needle)
+
+
+@pytest.mark.parametrize("args,needle", [(["train", "--gamma", "1.5"], "--gamma must be in [0, 1]"),
+                                         (["train", "--total", "5"], "unrecognized arguments: --total 5")])
+def test_bad_input_to_the_installed_command_is_one_line_and_exit_code_2(args, needle):
     proc = stridelab(*args, timeout=120)
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warp" not in ln and "Warning" not in ln
+    assert_one_line_and_exit_2(proc.returncode, proc.stderr, needle)
+
+
+def assert_one_line_and_exit_2(code, stderr, needle):
+    assert code == 2
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and "warp" not in ln and "Warning" not in ln
              and "warnings.warn" not in ln]
-    assert len(lines) == 1, proc.stderr
+    assert len(lines) == 1, stderr
     assert needle in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
 
 
 def test_resume_continues_the_step_counter_and_the_curve(tmp_path):

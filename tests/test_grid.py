@@ -131,6 +131,7 @@ def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path)
     assert nowhere.returncode != 0 and nowhere.stderr.strip() == f"--adopt {tmp_path / 'nowhere'}: not a folder of a grid's results"
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
 def test_the_grid_runs_as_ray_tasks_records_each_run_and_reports_a_failed_one(tmp_path):
     pytest.importorskip("ray")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
