@@ -226,29 +226,35 @@ def training_run(given: dict[str, Any], resume: str | Path | None = None, overwr
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
-                 device: str = "cpu", checkpoint: str | None = None) -> dict[str, Any]:
+                 device: str = "cpu", checkpoint: str | None = None, envs_per_command: int = 4) -> dict[str, Any]:
     """``stridelab eval``: mean and std of ``episodes`` fresh episodes' undiscounted returns,
     with each return, the run's step count, config and simulator. ``checkpoint`` (a path, or a
-    file name in ``RUN/checkpoints``) picks one; by default the newest intact one."""
-    from stridelab.evaluate import evaluate_agent, load_agent
+    file name in ``RUN/checkpoints``) picks one; by default the newest intact one. A
+    velocity-command task adds ``command_set``: tracking over the fixed command set, nominal
+    and randomized, ``envs_per_command`` deterministic episodes each (:mod:`stridelab.locomotion`)."""
+    from stridelab.evaluate import evaluate_agent, evaluate_commands, load_agent
     from stridelab.train import resolve_device
 
     check_positive_int("--episodes", episodes)
+    check_positive_int("--envs-per-command", envs_per_command)
     check_seed(seed)
     with config_errors():
         device = resolve_device(device)
         agent, cfg, state = load_agent(Path(run_dir), device=device, checkpoint=checkpoint)
     returns = evaluate_agent(agent, cfg, episodes, deterministic=not stochastic, device=device, seed=seed)
-    return {"mean": float(returns.mean()), "std": float(returns.std(unbiased=False)), "episodes": episodes,
-            "returns": returns.tolist(), "global_step": state["global_step"], "config": cfg.to_dict(),
-            "simulator": state["env_spec"].get("simulator", "brax")}
+    result = {"mean": float(returns.mean()), "std": float(returns.std(unbiased=False)), "episodes": episodes,
+              "returns": returns.tolist(), "global_step": state["global_step"], "config": cfg.to_dict(),
+              "simulator": state["env_spec"].get("simulator", "brax")}
+    command_set = evaluate_commands(agent, cfg, envs_per_command, device=device, seed=seed)
+    return result if command_set is None else {**result, "command_set": command_set}
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str | None = None,
                obs_dtype: str = "float32") -> tuple[Path, Any, TrainConfig, dict]:
     """``stridelab export``: the deterministic policy as one file, its format by ``out``'s
     suffix (default ``RUN_DIR/policy.onnx``), a graph format's input of dtype ``obs_dtype``
-    ("float32" or "float64"); returns the path, the agent, config and checkpoint."""
+    ("float32" or "float64"); returns the path, the agent, config and checkpoint. A task with a
+    deployment description (Go1's) also gets it beside the file and in the ONNX metadata."""
     from stridelab.evaluate import load_agent
     from stridelab.export import FORMATS, check_obs_dtype, export_policy
 
@@ -259,20 +265,36 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     check_output_file("--out", out)
     with config_errors():
         agent, cfg, state = load_agent(Path(run_dir), checkpoint=checkpoint)
-    return export_policy(agent, out, obs_dtype), agent, cfg, state
+        deploy = _deployment(cfg, state)
+    return export_policy(agent, out, obs_dtype, deploy), agent, cfg, state
 
 
-def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int = 300, width: int = 320,
+def _deployment(cfg: TrainConfig, state: dict) -> dict[str, Any] | None:
+    """The run's task's deployment description with the run it describes; ``None`` for a task
+    without one (see :func:`stridelab.envs.registry.deploy_spec`)."""
+    from stridelab.envs.registry import deploy_spec, task_options
+
+    options = task_options(cfg)
+    spec = deploy_spec(cfg.env, **options)
+    if spec is None:
+        return None
+    return {**spec, "trained": {"algo": cfg.algo, "env_steps": int(state["global_step"]), "task_options": options}}
+
+
+def video_run(run_dir: str | Path, out: str | Path | None = None, steps: int | None = None, width: int = 320,
               height: int = 240, seed: int = 0, checkpoint: str | None = None) -> tuple[Path, Any, int]:
-    """``stridelab video``: one episode of the deterministic policy as MP4, GIF or Brax's HTML
-    viewer (default ``RUN_DIR/walk.mp4``); returns the path, the trajectory and the frame count."""
+    """``stridelab video``: one episode of the deterministic policy (a native MuJoCo task: its
+    scripted commands, captioned) as MP4, GIF or Brax's HTML viewer (default ``RUN_DIR/walk.mp4``),
+    at most ``steps`` env steps (default: the whole script, else 300); returns the path, the
+    trajectory and the frame count."""
     from stridelab.evaluate import load_agent
     from stridelab.render import FORMATS, make_video
 
     out = Path(out) if out else Path(run_dir) / "walk.mp4"
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out {str(out)!r}: unknown video format; use a name ending in {', '.join(FORMATS)}")
-    check_positive_int("--steps", steps)
+    if steps is not None:
+        check_positive_int("--steps", steps)
     for name, value in (("width", width), ("height", height)):
         if not _has_type(value, int) or not 16 <= value <= MAX_FRAME_SIZE:
             raise ConfigError(f"--{name} must be between 16 and {MAX_FRAME_SIZE} pixels, got {value}")
@@ -457,11 +479,14 @@ class Run:
         return np.array([p[0] for p in points], dtype=np.int64), np.array([p[1] for p in points])
 
     def evaluate(self, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
-                 device: str = "cpu", checkpoint: str | None = None) -> dict[str, Any]:
-        """``stridelab eval RUN --json``: ``{"mean", "std", "episodes", "returns", "global_step", ...}``."""
-        return evaluate_run(self.path, episodes, stochastic, seed, device, checkpoint or self.checkpoint)
+                 device: str = "cpu", checkpoint: str | None = None, envs_per_command: int = 4) -> dict[str, Any]:
+        """``stridelab eval RUN --json``: ``{"mean", "std", "episodes", "returns", "global_step", ...}``,
+        and for a velocity-command task (Go1) ``"command_set"``: ``{"nominal": {command: {"lin_vel_error",
+        "yaw_rate_error", "falls_per_episode", "return", ...}, ..., "overall": ...}, "randomized": ...}``."""
+        return evaluate_run(self.path, episodes, stochastic, seed, device, checkpoint or self.checkpoint,
+                            envs_per_command)
 
-    def video(self, out: str | Path | None = None, steps: int = 300, width: int = 320, height: int = 240,
+    def video(self, out: str | Path | None = None, steps: int | None = None, width: int = 320, height: int = 240,
               seed: int = 0, checkpoint: str | None = None) -> Any:
         """``stridelab video RUN``: writes ``out`` (default ``RUN/walk.mp4``; .gif, or .html for
         Brax's viewer) and shows it inline in a notebook; elsewhere returns its path."""

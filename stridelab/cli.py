@@ -99,7 +99,9 @@ def _add_export_and_video(sub: Any) -> None:
                              description="Record one episode of the deterministic policy and render it headless.")
     p_video.add_argument("run_dir", metavar="RUN_DIR")
     p_video.add_argument("--out", default=None, help="walk.mp4, walk.gif or walk.html (default RUN_DIR/walk.mp4)")
-    p_video.add_argument("--steps", type=_number(int), default=300, help="at most this many env steps (default 300)")
+    p_video.add_argument("--steps", type=_number(int), default=None,
+                         help="at most this many env steps (default 300; a native MuJoCo robot task: its whole "
+                              "scripted command sequence)")
     p_video.add_argument("--width", type=_number(int), default=320)
     p_video.add_argument("--height", type=_number(int), default=240)
     p_video.add_argument("--seed", type=_number(int), default=0)
@@ -125,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--seed", type=_number(int), default=None, help="seed of the evaluation envs")
     p_eval.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p_eval.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    p_eval.add_argument("--envs-per-command", type=_number(int), default=4,
+                        help="velocity-command tasks (Go1): deterministic episodes per command of the command-set "
+                             "table, nominal and randomized (default 4)")
     _add_checkpoint_flag(p_eval, "evaluate")
 
     _add_export_and_video(sub)
@@ -195,17 +200,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from stridelab.api import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.episodes, args.stochastic, args.seed, args.device, args.checkpoint)
+    result = evaluate_run(args.run_dir, args.episodes, args.stochastic, args.seed, args.device, args.checkpoint,
+                          args.envs_per_command)
     simulator = result.pop("simulator")
     if args.json:
         print(json.dumps(result))
     else:
         cfg = TrainConfig(**result["config"])
         mode = "stochastic" if args.stochastic else "deterministic"
-        where = cfg.env if simulator == "gymnasium" else f"{cfg.env}/{cfg.backend}"
+        where = f"{cfg.env}/{cfg.backend}" if simulator == "brax" else cfg.env  # the backend is Brax's
         print(f"run: {args.run_dir} ({cfg.algo}, {where}, {result['global_step']:,} steps)")
         print(_format_config(cfg))
         print(f"{args.episodes} episodes, {mode} actions: mean return {result['mean']:.2f} +- {result['std']:.2f}")
+        if "command_set" in result:
+            from stridelab.locomotion import format_table
+
+            print(format_table(result["command_set"]))
     return 0
 
 
@@ -237,6 +247,12 @@ def cmd_export(args: argparse.Namespace) -> int:
              ".pt2": f"torch.export.load({str(out)!r}).module()(obs.{torch_cast}())  # {args.obs_dtype} {shape}",
              ".pt": f"torch.jit.load({str(out)!r})(obs)  # float32 or float64 {shape}"}
     print(f"use: {usage[out.suffix]}")
+    from stridelab.export import DEPLOY_KEY, deploy_file
+
+    if deploy_file(out).is_file():  # written by this export (an older one is removed): the robot side's
+        inside = f" and in its ONNX metadata ({DEPLOY_KEY!r})" if out.suffix == ".onnx" else ""
+        print(f"deployment: {deploy_file(out)}{inside}: raw observations in (the normalizer is inside); "
+              f"see docs/robots.md")
     return 0
 
 

@@ -50,6 +50,18 @@ def evaluate_agent(agent: ActorCritic, cfg: TrainConfig, episodes: int, determin
     return returns
 
 
+def evaluate_commands(agent: ActorCritic, cfg: TrainConfig, envs_per_command: int, device: torch.device | str = "cpu",
+                      seed: int | None = None) -> dict | None:
+    """A velocity-command task's tracking over the fixed command set, nominal and randomized
+    (:func:`stridelab.locomotion.command_set`); ``None`` for other tasks."""
+    import stridelab.locomotion as locomotion
+
+    if not locomotion.supports(cfg.env):
+        return None
+    return locomotion.command_set(agent, cfg.env, cfg.episode_length, envs_per_command,
+                                  Streams(cfg.seed).evaluation() if seed is None else seed, device)
+
+
 def load_agent(run_dir: Path, device: str = "cpu", checkpoint: str | None = None) -> tuple[ActorCritic, TrainConfig, dict]:
     """The networks (normalizer included, built as the run's config describes them), the config
     and the raw checkpoint from a run directory: its newest intact checkpoint, or ``checkpoint``

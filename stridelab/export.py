@@ -18,6 +18,13 @@ neither stridelab nor the run directory. The format goes by the file's suffix:
 - ``.pt``: TorchScript, kept so old users' files and scripts go on working; torch 2.13 deprecates
   TorchScript, so it is no longer the documented way.
 
+A task with a deployment description (native MuJoCo's robot tasks, e.g. ``Go1JoystickFlatTerrain``:
+observation layout and definitions, joint order, default pose, action scale, PD gains, control
+period) gets it as JSON beside the file (``go1.onnx`` -> ``go1.deploy.json``, any format) and,
+for ``.onnx``, in the file's ``metadata_props`` under :data:`DEPLOY_KEY`; its ``policy`` section
+says what the graph holds (the normalizer and the action range: a robot feeds raw observations).
+docs/robots.md reads it; examples/go1_deploy_loop.py runs a policy from it alone.
+
 Input contract (tested in tests/test_export.py): ONNX and ``.pt2`` are graphs whose input type is
 fixed: float32, or float64 with ``obs_dtype="float64"`` (``--obs-dtype float64``), for callers
 whose observations are float64 (Gymnasium's). One graph cannot take both, and casting every dtype
@@ -35,10 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +60,7 @@ FORMATS = (".onnx", ".pt2", ".pt")
 OBS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "obs", "action"
+DEPLOY_KEY = "stridelab.deploy"  # the ONNX metadata_props key holding the deployment description (JSON)
 
 
 class DeterministicPolicy(nn.Module):
@@ -115,14 +126,20 @@ def check_obs_dtype(suffix: str, obs_dtype: str) -> None:
         raise ConfigError(f"--obs-dtype {obs_dtype} applies to .onnx and .pt2; .pt takes float32 and float64 already")
 
 
-def export_policy(agent: ActorCritic, path: Path, obs_dtype: str = "float32") -> Path:
+def export_policy(agent: ActorCritic, path: Path, obs_dtype: str = "float32",
+                  deploy: dict[str, Any] | None = None) -> Path:
     """Write the deterministic policy to ``path`` in the format its suffix names (see
     :data:`FORMATS`), its graph's input of dtype ``obs_dtype`` (see :data:`OBS_DTYPES`; the
     computation and the actions stay float32), atomically (a temporary file renamed into place);
-    returns the path."""
+    returns the path. ``deploy`` (a task's deployment description) is written with the graph's
+    own contract (:func:`describe_graph`) into the ONNX metadata and to :func:`deploy_file`;
+    without it a description left there by an earlier export is removed, so one beside a policy
+    always describes it."""
     path = Path(path)
+    description = None if deploy is None else {**deploy, "policy": describe_graph(agent, obs_dtype)}
+    metadata = {} if description is None else {DEPLOY_KEY: json.dumps(description)}
     writers: dict[str, Callable[[nn.Module, tuple[torch.Tensor], Path], None]] = {
-        ".onnx": _write_onnx, ".pt2": _write_pt2, ".pt": _write_torchscript}
+        ".onnx": functools.partial(_write_onnx, metadata=metadata), ".pt2": _write_pt2, ".pt": _write_torchscript}
     if path.suffix not in writers:
         raise ValueError(f"unknown export format {path.suffix or path.name!r}; "
                          f"use a file name ending in {', '.join(FORMATS)}")
@@ -138,7 +155,44 @@ def export_policy(agent: ActorCritic, path: Path, obs_dtype: str = "float32") ->
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+    _write_description(deploy_file(path), description)
     return path
+
+
+def deploy_file(path: Path) -> Path:
+    """Where the deployment description of policy file ``path`` lies: ``go1.onnx`` -> ``go1.deploy.json``."""
+    return Path(path).with_suffix(".deploy.json")
+
+
+def describe_graph(agent: ActorCritic, obs_dtype: str) -> dict[str, Any]:
+    """What the exported graph itself does, for a robot-side loop: raw observations in (the
+    training run's normalizer is inside), the deterministic action on the action range out."""
+    rms = agent.obs_rms
+    return {
+        "input": {"name": INPUT_NAME, "shape": ["batch", int(agent.obs_dim)], "dtype": obs_dtype,
+                  "raw_observations": True,
+                  "note": "feed the observation exactly as 'observation' defines it; do not normalize it"},
+        "normalizer": {"in_graph": True, "clip": float(rms.clip), "epsilon": float(rms.epsilon),
+                       "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip), mean and var frozen "
+                                  "from training"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", int(agent.act_dim)], "dtype": "float32",
+                   "low": agent.action_low.tolist(), "high": agent.action_high.tolist(),
+                   "note": "the policy's mean action, mapped onto [low, high] in the graph; an observation row "
+                           "holding NaN gives a row of NaN actions (hold the last targets or stop)"},
+    }
+
+
+def _write_description(path: Path, description: dict[str, Any] | None) -> None:
+    """``description`` as JSON at ``path`` (atomically), or no file there when it is ``None``."""
+    if description is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _example(obs_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor]:
@@ -156,8 +210,10 @@ def _write_pt2(module: nn.Module, example: tuple[torch.Tensor], path: Path) -> N
     torch.export.save(program, path)
 
 
-def _write_onnx(module: nn.Module, example: tuple[torch.Tensor], path: Path) -> None:
-    """torch.onnx's dynamo exporter (torch.export, then onnxscript), checked with onnx.checker."""
+def _write_onnx(module: nn.Module, example: tuple[torch.Tensor], path: Path,
+                metadata: dict[str, str] | None = None) -> None:
+    """torch.onnx's dynamo exporter (torch.export, then onnxscript), ``metadata`` into the
+    model's ``metadata_props``, checked with onnx.checker."""
     import onnx
 
     with warnings.catch_warnings(), _quiet_onnx_registry():
@@ -169,6 +225,7 @@ def _write_onnx(module: nn.Module, example: tuple[torch.Tensor], path: Path) -> 
         program = torch.onnx.export(module, example, None, dynamo=True, opset_version=ONNX_OPSET,
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=_batch_dim(), verbose=False)
+    program.model.metadata_props.update(metadata or {})
     program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
 

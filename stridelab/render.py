@@ -26,10 +26,14 @@ from stridelab.models import ActorCritic
 FORMATS = (".mp4", ".gif", ".html")
 
 
+EPISODE_STEPS = 300  # a video's length where the task scripts none (env steps)
+
+
 @dataclass
 class Trajectory:
     """One episode and its return: Brax physics states (unbatched pipeline states, rendered
-    later) or, for Gymnasium tasks, the frames the task rendered itself."""
+    later) or, for Gymnasium and native MuJoCo tasks, the frames rendered while recording (a
+    native MuJoCo task's captioned with the command held, ``captions`` one per frame)."""
 
     states: list[Any]
     episode_return: float
@@ -37,29 +41,41 @@ class Trajectory:
     sys: Any = None
     frames: list[np.ndarray] | None = None
     steps: int = 0  # env steps the return is summed over (the start frame is not one)
+    captions: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.frames) if self.frames is not None else len(self.states)
 
 
 @torch.no_grad()
-def record_episode(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: int = 0, deterministic: bool = True,
-                   width: int = 320, height: int = 240) -> Trajectory:
-    """Run one episode (at most ``max_steps`` steps) of the policy and keep every physics state
-    (Brax) or rendered frame (Gymnasium, ``width`` x ``height``)."""
-    from stridelab.envs import make_env
+def record_episode(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None = None, seed: int = 0,
+                   deterministic: bool = True, width: int = 320, height: int = 240) -> Trajectory:
+    """Run the policy and keep what a video shows, by the task's simulator: one episode of Brax
+    physics states or of a Gymnasium task's own frames (``width`` x ``height``), or a native
+    MuJoCo task's scripted commands (its ``video_script``), rendered and captioned as it goes.
+    At most ``max_steps`` env steps (default: the whole script, or :data:`EPISODE_STEPS`)."""
     from stridelab.envs.registry import simulator_of
 
-    if simulator_of(cfg.env) == "gymnasium":
-        return _record_gymnasium(agent, cfg, max_steps, seed, deterministic, width, height)
+    recorders = {"brax": _record_brax, "gymnasium": _record_gymnasium, "mujoco": _record_mujoco}
+    simulator = simulator_of(cfg.env)
+    if simulator not in recorders:
+        raise ValueError(f"no video for {cfg.env}: stridelab renders the {', '.join(recorders)} simulators' tasks")
+    return recorders[simulator](agent, cfg, max_steps, seed, deterministic, width, height)
+
+
+def _record_brax(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, seed: int, deterministic: bool,
+                 width: int, height: int) -> Trajectory:
+    """The physics states of one episode (rendered later, :func:`render_frames`)."""
     import jax
+
+    from stridelab.envs import make_env
 
     env = make_env(cfg.env, 1, backend=cfg.backend, episode_length=cfg.episode_length)
     take_first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
     obs = env.reset(seed)
     states = [take_first(env.pipeline_states)]
     total, steps = 0.0, 0
-    for steps in range(1, max_steps + 1):
+    for steps in range(1, (max_steps or EPISODE_STEPS) + 1):
         action, _ = agent.act(obs, deterministic=deterministic)
         res = env.step(action)
         total += float(res.reward[0])
@@ -72,7 +88,7 @@ def record_episode(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: i
     return Trajectory(states, total, env.spec.dt, sys, steps=steps)
 
 
-def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed: int, deterministic: bool,
+def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, seed: int, deterministic: bool,
                       width: int, height: int) -> Trajectory:
     """The task's own MuJoCo camera (it follows the robot), rendered at every step."""
     from stridelab.envs.gymnasium import GymnasiumVecEnv
@@ -82,7 +98,7 @@ def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed
         obs = env.reset(seed)
         frames = [env.render()]
         total, steps = 0.0, 0
-        for steps in range(1, max_steps + 1):
+        for steps in range(1, (max_steps or EPISODE_STEPS) + 1):
             action, _ = agent.act(obs, deterministic=deterministic)
             res = env.step(action)
             total += float(res.reward[0])
@@ -93,6 +109,99 @@ def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int, seed
     finally:
         env.close()
     return Trajectory(states=[], episode_return=total, dt=env.spec.dt, frames=frames, steps=steps)
+
+
+def _record_mujoco(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, seed: int, deterministic: bool,
+                   width: int, height: int) -> Trajectory:
+    """The task's ``video_script`` (Go1: stand, walk, turn, sidestep, stop), each command held in
+    turn (``hold_commands``), rendered as it goes with the command captioned on every frame; ends
+    early at a fall or after ``max_steps``, not at the training time limit. A changed command
+    reaches the policy one step later (its observation was taken before): 20 ms at 50 Hz."""
+    from stridelab.envs import make_env
+
+    env = make_env(cfg.env, 1, episode_length=2**31 - 1, shards=1)  # the script's length, not training's limit
+    try:
+        schedule = script_steps(env.task.video_script, env.spec.dt)[:max_steps]
+        env.task.hold_commands(np.asarray(schedule[0][0]))
+        obs = env.reset(seed)
+        with MujocoView(env.sim.batch, width, height) as view:
+            frames, captions = [view.frame(schedule[0][1])], [schedule[0][1]]
+            total, steps = 0.0, 0
+            for steps, (command, caption) in enumerate(schedule, 1):
+                env.task.hold_commands(np.asarray(command))
+                action, _ = agent.act(obs, deterministic=deterministic)
+                res = env.step(action)
+                total += float(res.reward[0])
+                if bool(res.done[0]):  # fell: the env has already restarted
+                    break
+                frames.append(view.frame(caption))
+                captions.append(caption)
+                obs = res.obs
+    finally:
+        env.close()
+    return Trajectory(states=[], episode_return=total, dt=env.spec.dt, frames=frames, steps=steps, captions=captions)
+
+
+def script_steps(script: Any, dt: float) -> list[tuple[tuple[float, ...], str]]:
+    """A video script's ``(seconds, command, caption)`` parts as one ``(command, caption)`` per
+    env step of ``dt`` seconds."""
+    return [(tuple(command), caption) for seconds, command, caption in script for _ in range(round(seconds / dt))]
+
+
+class MujocoView:
+    """Captioned frames of env 0 of a native MuJoCo batch (``mujoco.batch.Batch``): a camera
+    tracking the robot's main body from its front left, rendered on EGL from a copy of that env's
+    model, visual meshes (Menagerie's group 2) included.
+
+    On a machine without a GPU, Mesa's software rasterizer draws every pass over the Go1's 206k
+    mesh triangles itself: shadows of both lights, the floor's reflection and 4x multisampling
+    made a 320 x 240 frame 2-3 x slower than one light's shadow alone, which is what is kept.
+    """
+
+    def __init__(self, batch: Any, width: int, height: int, distance: float = 1.3) -> None:
+        import mujoco
+
+        self.batch, self.model = batch, batch.get_model(0)  # a copy: the settings below stay off the env's
+        self.data = mujoco.MjData(self.model)
+        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width)
+        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height)
+        self.model.vis.quality.offsamples = 0
+        self.model.light_castshadow[1:] = False  # only the first light (Go1: the spotlight on its trunk)
+        self.renderer = mujoco.Renderer(self.model, height=height, width=width)
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        self.camera = mujoco.MjvCamera()
+        self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        self.camera.trackbodyid, self.camera.distance, self.camera.elevation = 1, distance, -20.0
+        self._sync()
+        heading = self.data.xmat[1].reshape(3, 3)[:2, 0]  # the body's x axis on the floor
+        self.camera.azimuth = math.degrees(math.atan2(heading[1], heading[0])) - 135.0
+        self.caption_height = max(16, height // 10)
+        self._strips: dict[str, np.ndarray] = {}
+
+    def _sync(self) -> None:
+        import mujoco
+
+        self.batch.get_data(0, self.data)
+        mujoco.mj_forward(self.model, self.data)
+
+    def frame(self, caption: str) -> np.ndarray:
+        """The env's current state, ``[height, width, 3]`` uint8, ``caption`` across the top."""
+        self._sync()
+        self.renderer.update_scene(self.data, camera=self.camera)
+        image = self.renderer.render().copy()
+        if caption not in self._strips:
+            self._strips[caption] = label_strip(caption, image.shape[1], self.caption_height)
+        image[:self.caption_height] = self._strips[caption]
+        return image
+
+    def close(self) -> None:
+        self.renderer.close()
+
+    def __enter__(self) -> MujocoView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def render_frames(traj: Trajectory, width: int = 320, height: int = 240) -> list[np.ndarray]:
@@ -267,16 +376,18 @@ def show_html(path: Path, height: int = 480) -> InlineViewer:
     return InlineViewer(Path(path).read_text(encoding="utf-8"), height)
 
 
-def make_video(agent: ActorCritic, cfg: TrainConfig, out: Path, max_steps: int = 300, seed: int = 0,
+def make_video(agent: ActorCritic, cfg: TrainConfig, out: Path, max_steps: int | None = None, seed: int = 0,
                width: int = 320, height: int = 240, deterministic: bool = True) -> tuple[Path, Trajectory, int]:
-    """Record an episode and write it to ``out`` (.mp4, .gif or .html); returns the frame count."""
+    """Record an episode (see :func:`record_episode`; ``max_steps`` by default the task's whole
+    video script, or :data:`EPISODE_STEPS`) and write it to ``out`` (.mp4, .gif or .html);
+    returns the frame count."""
     out = Path(out)
     if out.suffix not in FORMATS:
         raise ValueError(f"unknown video format {out.suffix or out.name!r}; use one of {', '.join(FORMATS)}")
     from stridelab.envs.registry import simulator_of
 
     if out.suffix == ".html" and simulator_of(cfg.env) != "brax":
-        raise ValueError(f"the HTML viewer is Brax's; {cfg.env} is a Gymnasium task: write .mp4 or .gif")
+        raise ValueError(f"the HTML viewer is Brax's; {cfg.env} is a {simulator_of(cfg.env)} task: write .mp4 or .gif")
     traj = record_episode(agent, cfg, max_steps, seed=seed, deterministic=deterministic, width=width, height=height)
     if out.suffix == ".html":
         return write_html(traj, out), traj, len(traj.states)

@@ -379,6 +379,90 @@ def plot_final(groups: dict[str, list[RunData]], path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# velocity-command tasks: the command set (stridelab.locomotion), from each run's summary.json
+
+COMMAND_METRICS = ("lin_vel_error", "yaw_rate_error", "falls_per_episode", "return")
+# Issue 30's acceptance (every seed, randomized): drawn as dashed lines in the bar chart.
+COMMAND_TARGETS = {"lin_vel_error": 0.2, "yaw_rate_error": 0.3, "falls_per_episode": 0.02}
+
+
+def command_stats(groups: dict[str, list[RunData]]) -> dict[str, Any] | None:
+    """Per algorithm, condition (nominal, randomized) and command (then ``overall``): each metric's
+    mean over the seeds whose final evaluation measured it (``summary.json``'s ``command_set``),
+    with ``runs``, how many runs had the table. None when no run has one (not a velocity-command task)."""
+    tables = {algo: [r.summary["command_set"] for r in rs if isinstance(r.summary.get("command_set"), dict)]
+              for algo, rs in groups.items()}
+    if not any(tables.values()):
+        return None
+    result: dict[str, Any] = {}
+    for algo, runs in tables.items():
+        conditions = [c for c in ("nominal", "randomized") if runs and all(c in t for t in runs)]
+        result[algo] = {"runs": len(runs), **{c: {name: _seed_means([t[c][name] for t in runs])
+                                                   for name in runs[0][c]} for c in conditions}}
+    return result
+
+
+def _seed_means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in COMMAND_METRICS:
+        values = [row[key] for row in rows if row.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+def plot_commands(stats_: dict[str, Any], path: Path) -> Path:
+    """Bars per command, one per algorithm (mean over seeds): linear-velocity tracking error and
+    falls per episode, nominal (top) and randomized (bottom); dashed: :data:`COMMAND_TARGETS`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = [c for c in ("nominal", "randomized") if any(c in s for s in stats_.values())]
+    fig, axes = plt.subplots(len(conditions), 2, figsize=(12, 3.4 * len(conditions)), squeeze=False,
+                             constrained_layout=True)
+    width = 0.8 / len(stats_)
+    for row, condition in zip(axes, conditions):
+        names = next(list(s[condition]) for s in stats_.values() if condition in s)
+        for ax, (key, label) in zip(row, (("lin_vel_error", "linear-velocity error (m/s)"),
+                                          ("falls_per_episode", "falls per episode"))):
+            for i, (algo, s) in enumerate(stats_.items()):
+                values = [s.get(condition, {}).get(n, {}).get(key) for n in names]
+                ax.bar(np.arange(len(names)) + (i - (len(stats_) - 1) / 2) * width,
+                       [math.nan if v is None else v for v in values], width, color=color(algo), label=algo.upper())
+            ax.axhline(COMMAND_TARGETS[key], color="gray", ls="--", lw=1)
+            ax.set_ylim(bottom=0)
+            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{condition}: {label} (dashed: target)", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _command_blocks(stats_: dict[str, Any], image: Path) -> list[tuple[str, Any]]:
+    header = ["condition", "command", "algorithm", "runs", "lin-vel error (m/s)", "yaw-rate error (rad/s)",
+              "falls per episode", "return"]
+    rows = []
+    for condition in ("nominal", "randomized"):
+        names = next((list(s[condition]) for s in stats_.values() if condition in s), [])
+        for name, (algo, s) in itertools.product(names, stats_.items()):
+            m = s.get(condition, {}).get(name)
+            if m is not None:
+                rows.append([condition, name, algo.upper(), str(s["runs"]),
+                             *(_fmt(m[k], 2) for k in COMMAND_METRICS)])
+    return [("h2", "Following velocity commands"),
+            ("p", "Each run's final evaluation over a fixed command set (standing, forward 0.5 and 1.0 m/s, sideways "
+                  "0.5 m/s, turning left and right at 1 rad/s, a mix), each command held for a whole episode, "
+                  "deterministic actions, nominal and with every domain randomization on. Errors are means over "
+                  "steps of the body-frame velocity's distance from the command (read noise-free), from 1 s after "
+                  "reset until a fall; falls: the fraction of episodes ended by a fall. Mean over seeds; "
+                  "`overall` pools every command's episodes."),
+            ("img", image), ("table", (header, rows))]
+
+
+# --------------------------------------------------------------------------------------------
 # the report
 
 
@@ -433,6 +517,10 @@ def build_report(out: Path) -> dict[str, Any]:
     if cells is not None:
         result["factors"] = factor_effects(cells)
         images["factors"] = plot_factors(cells, result["factors"], figs / "factors.png")
+    commands = command_stats(groups)
+    if commands is not None:  # a velocity-command task (Go1)
+        result["command_set"] = commands
+        images["commands"] = plot_commands(commands, figs / "command_set.png")
     blocks = _blocks(out, runs, groups, images, result)
     (out / "report.md").write_text(_to_markdown(blocks, out))
     (out / "report.html").write_text(_to_html(blocks, runs[0].env))
@@ -527,6 +615,8 @@ def _hyperparameter_rows(groups: dict[str, list[RunData]]) -> list[list[str]]:
         keys += [k for k in algo_fields(algo) if k not in keys]
     if simulator_of(env) != "brax":  # Brax's physics pipeline only
         keys.remove("backend")
+    if simulator_of(env) == "mujoco":  # native MuJoCo's domain randomization of the training envs
+        keys.insert(keys.index("episode_length") + 1, "randomize")
     rows = []
     for key in keys:
         cells = []
@@ -579,6 +669,8 @@ def _blocks(out: Path, runs: list[RunData], groups: dict[str, list[RunData]], im
         blocks.append(("p", _pairs_text(result["pairs"])))
     if "factors" in result:
         blocks += _factor_blocks(result["factors"], images["factors"])
+    if "command_set" in result:
+        blocks += _command_blocks(result["command_set"], images["commands"])
     if images["diagnostics"] is not None:
         blocks += [("h2", "How far each update moves the policy"),
                    ("p", "After every update, on the whole batch: the KL from the old policy to the new (mean and "

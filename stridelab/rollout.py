@@ -32,6 +32,9 @@ class RolloutStorage:
         self.dones = torch.zeros(T, N, dtype=torch.bool, **kw)
         self.ep_returns = torch.zeros(T, N, **kw)
         self.ep_lengths = torch.zeros(T, N, dtype=torch.int32, **kw)
+        self.env_info: dict[str, float] = {}
+        """The env's ``info`` (e.g. per-term reward means, ``reward/<term>``), averaged over the
+        rollout's steps; empty for envs without one (and for fused rollouts)."""
 
     @property
     def num_steps(self) -> int:
@@ -116,6 +119,7 @@ def start_collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: R
 
 @torch.no_grad()
 def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+    info: dict[str, float] = {}
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
         storage.obs[t] = obs  # before the step: the env may reuse the buffer ``obs`` views
@@ -127,7 +131,10 @@ def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storag
         storage.final_obs[t] = res.final_obs
         storage.ep_returns[t] = res.episode_return
         storage.ep_lengths[t] = res.episode_length
+        for key, value in getattr(env, "info", {}).items():  # means over the batch, this step
+            info[key] = info.get(key, 0.0) + value
         obs = res.obs
+    storage.env_info = {key: total / storage.num_steps for key, total in info.items()}
     return obs
 
 

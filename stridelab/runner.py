@@ -51,6 +51,10 @@ from stridelab.rollout import (
 )
 from stridelab.seeds import Streams
 
+# Envs per command of a training-time command-set evaluation (velocity-command tasks): few, as
+# each runs a whole episode step by step from Python (14 envs x 1000 steps: about 5 s here).
+COMMAND_EVAL_ENVS = 2
+
 
 class NonFiniteError(RuntimeError):
     """Updates kept producing NaN or infinite numbers; training stopped (no checkpoint was
@@ -283,6 +287,7 @@ class Runner:
         self.steps_per_iter = cfg.batch_size * comm.world_size
         self.eval_env: VecEnv | None = None
         self.last_eval: dict[str, float] = {}
+        self.command_set: dict[str, Any] | None = None  # the last evaluation's, velocity-command tasks
         self.clock = Clock(time.perf_counter() if started is None else started)
         self._pending: Callable[[], torch.Tensor] | None = None  # a rollout started during the last update
         self._obs: torch.Tensor | None = None
@@ -324,7 +329,7 @@ class Runner:
                     self._show(bar)
                     self._checkpoint_if_due(last, self.comm.any_true(stop["signum"] is not None), stop["signum"])
             if self.cfg.eval_episodes > 0:
-                self.evaluate()
+                self.evaluate(final=True)
         finally:
             self.finish_rollout()
         return self.summary()
@@ -449,6 +454,7 @@ class Runner:
         if len(ep_ret):
             metrics["charts/episodic_return"] = float(ep_ret.mean())
             metrics["charts/episodic_length"] = float(ep_len.float().mean())
+        metrics.update(self.storage.env_info)  # the env's own parts (reward/<term>), over the rollout
         self._log_metrics(metrics)
 
     def _log_metrics(self, metrics: dict[str, float]) -> None:
@@ -460,9 +466,10 @@ class Runner:
         every, step = self.cfg.eval_every, self.progress.global_step
         return bool(self.cfg.eval_episodes and every) and step // every > (step - self.steps_per_iter) // every
 
-    def evaluate(self) -> None:
+    def evaluate(self, final: bool = False) -> None:
         """Deterministic episodes on separate envs (first process only); the best policy so far
-        is kept as ``best.ckpt``. Their time is kept out of steps per second."""
+        is kept as ``best.ckpt``. Their time is kept out of steps per second. Velocity-command
+        tasks add the command set's tracking (:meth:`evaluate_commands`)."""
         if not self.comm.rank == 0 or self.make_eval_env is None:
             return
         self.finish_rollout()
@@ -474,7 +481,8 @@ class Runner:
         returns, lengths = run_episodes(self.agent, self.eval_env, seed=self.streams.evaluation(self.progress.iteration))
         self.last_eval = {"eval/episodic_return": float(returns.mean()),
                           "eval/episodic_return_std": float(returns.std(unbiased=False)),
-                          "eval/episodic_length": float(lengths.float().mean())}
+                          "eval/episodic_length": float(lengths.float().mean()),
+                          **self.evaluate_commands(final)}
         self._log_metrics(self.last_eval)
         if self.last_eval["eval/episodic_return"] > self.progress.best_eval:
             self.progress.best_eval = self.last_eval["eval/episodic_return"]
@@ -482,6 +490,21 @@ class Runner:
             atomic_torch_save(state, self.run_dir / CKPT_DIR / "best.ckpt", check_finite=[state["agent"], state["algo"]])
         self.clock.eval_s += time.perf_counter() - t
         self.clock.eval_cpu_s += time.process_time() - cpu
+
+    def evaluate_commands(self, final: bool) -> dict[str, float]:
+        """A velocity-command task's tracking over :mod:`stridelab.locomotion`'s command set,
+        nominal, :data:`COMMAND_EVAL_ENVS` envs per command (``eval/lin_vel_error``,
+        ``eval/yaw_rate_error``, ``eval/falls_per_episode``); the final evaluation also
+        randomized, kept for ``summary.json``. ``{}`` for other tasks."""
+        import stridelab.locomotion as locomotion
+
+        if not locomotion.supports(self.cfg.env):
+            return {}
+        conditions = tuple(locomotion.CONDITIONS) if final else ("nominal",)
+        table = locomotion.command_set(self.agent, self.cfg.env, self.cfg.episode_length, COMMAND_EVAL_ENVS,
+                                       self.streams.evaluation(self.progress.iteration), self.env.device, conditions)
+        self.command_set = table
+        return locomotion.scalars(table["nominal"])
 
     def evaluate_untrained(self) -> None:
         """The policy before any update, so every evaluation curve starts at step 0 (with the
@@ -549,12 +572,14 @@ class Runner:
         return out
 
 
-def write_summary(run_dir: Path, summary: dict[str, float], device: str | None = None) -> None:
-    """``summary.json``: the final numbers and, under ``provenance``, where they came from
-    (versions, commit, ``device`` and machine, command line, date)."""
+def write_summary(run_dir: Path, summary: dict[str, float], device: str | None = None,
+                  command_set: dict[str, Any] | None = None) -> None:
+    """``summary.json``: the final numbers, a velocity-command task's ``command_set`` table
+    (:mod:`stridelab.locomotion`) and, under ``provenance``, where they came from (versions,
+    commit, ``device`` and machine, command line, date)."""
     from stridelab.provenance import provenance
 
-    record = {**summary, "provenance": provenance(device)}
+    record = {**summary, **({"command_set": command_set} if command_set else {}), "provenance": provenance(device)}
     (Path(run_dir) / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

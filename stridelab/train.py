@@ -21,6 +21,7 @@ from stridelab.algos import make_algorithm
 from stridelab.config import DEVICES, ConfigError, TrainConfig, unknown_choice, validate
 from stridelab.distributed import Comm, started_as_first_process
 from stridelab.envs import VecEnv, make_env
+from stridelab.envs.registry import task_options
 from stridelab.interrupt import StopRequested, raise_if_stopped, stop_on_signals
 from stridelab.models import build_agent
 from stridelab.rundir import choose_checkpoint, set_aside_later_checkpoints, writer
@@ -83,13 +84,13 @@ def _build_and_run(cfg: TrainConfig, fabric: Any, logger: Any, resumed: Resumed 
     seed_generators(streams.weights())  # the same initial weights in every process
     device = fabric.device
 
-    def build(num_envs: int, shards: int | str) -> VecEnv:
+    def build(num_envs: int, shards: int | str, **options: Any) -> VecEnv:
         return make_env(cfg.env, num_envs, device=device, backend=cfg.backend, episode_length=cfg.episode_length,
-                        shards=shards)
+                        shards=shards, **options)
 
     with ExitStack() as owned:  # the envs built here are closed here
-        if env is None:
-            env = owned.enter_context(closing(build(cfg.num_envs, _env_shards(cfg))))
+        if env is None:  # --randomize reaches the training envs; evaluation's are nominal
+            env = owned.enter_context(closing(build(cfg.num_envs, _env_shards(cfg), **task_options(cfg))))
         raise_if_stopped()
         agent = build_agent(cfg, env.spec).to(device)
         algo = make_algorithm(agent, cfg, comm)
@@ -121,7 +122,7 @@ def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resumed: Re
     summary = runner.learn()
     logger.finalize("success")
     if fabric.is_global_zero:
-        write_summary(Path(cfg.run_dir), summary, device=str(fabric.device))
+        write_summary(Path(cfg.run_dir), summary, device=str(fabric.device), command_set=runner.command_set)
     return summary
 
 

@@ -10,6 +10,8 @@ if not os.environ.get("MENAGERIE_ROOT") and _MENAGERIE.is_dir():
 # The suite's own JAX compilation cache (`make clean` clears it): each Brax program compiles once
 # per clone, not once per test process; the test commands' subprocesses inherit it.
 os.environ.setdefault("STRIDELAB_JAX_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "jax"))
+# MuJoCo picks its OpenGL backend on first import: headless EGL, whichever test imports it first.
+os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

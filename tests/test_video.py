@@ -118,3 +118,23 @@ def test_side_by_side_doubles_the_width_labels_each_policy_and_holds_the_shorter
     assert len(decoded) == 6 and decoded[0].shape == (48 + LABEL_HEIGHT, 128, 3)
     with pytest.raises(ValueError, match="differ in size"):
         side_by_side({"a": red, "b": [np.zeros((10, 10, 3), np.uint8)]})
+
+
+def test_a_go1_video_follows_its_command_script_captioned_frame_by_frame(tmp_path, monkeypatch):
+    """A short script at a small size (Go1's own is 13 s: stand, walk, turn, sidestep, stop); the
+    untrained policy stands through it. The caption strip stays within a command and changes
+    between commands, in the decoded MP4 too."""
+    from stridelab.envs.go1 import Go1Joystick
+
+    script = ((0.1, (0.0, 0.0, 0.0), "stand"), (0.1, (0.5, 0.0, 0.0), "walk forward 0.5 m/s"),
+              (0.06, (0.0, 0.0, 0.8), "turn left 0.8 rad/s"))
+    monkeypatch.setattr(Go1Joystick, "video_script", script)
+    agent, cfg = ActorCritic(48, 12, init_std=0.3), TrainConfig(env="Go1JoystickFlatTerrain", seed=0)
+    path, traj, n = make_video(agent, cfg, tmp_path / "go1.mp4", width=96, height=64)
+    assert n == traj.steps + 1 == 5 + 5 + 3 + 1  # the whole script: no fall, no time limit
+    assert traj.captions == ["stand"] * 6 + ["walk forward 0.5 m/s"] * 5 + ["turn left 0.8 rad/s"] * 3
+    frames = np.stack(iio.imread(path, plugin="pyav") if _has_pyav() else _ffmpeg_frames(path)).astype(float)
+    assert frames.shape == (n, 64, 96, 3) and frames[0, 16:].std() > 5  # the scene under the caption
+    strip = frames[:, :16]
+    change = [np.abs(strip[i + 1] - strip[i]).mean() for i in range(n - 1)]
+    assert max(change[:5] + change[6:10] + change[11:]) < 2.0 < min(change[5], change[10])

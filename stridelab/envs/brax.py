@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stridelab.cores import affinity
-from stridelab.envs.base import EnvSpec, StepResult
+from stridelab.envs.base import EnvSpec, StepResult, refuse_task_options
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax's physics pipelines
 PRESET_TABLE = "brax"
@@ -121,6 +121,7 @@ def env_names() -> list[str]:
 
 
 def validate(cfg: Any) -> None:
+    refuse_task_options("Brax", cfg)
     if cfg.backend not in BACKENDS:
         import difflib
 
@@ -130,7 +131,8 @@ def validate(cfg: Any) -> None:
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str = "spring", shards: int | str = "auto") -> BraxVecEnv:
+                 backend: str = "spring", shards: int | str = "auto", **task_options: Any) -> BraxVecEnv:
+    refuse_task_options("Brax", options=task_options)
     return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device, shards=shards)
 
 

@@ -3,14 +3,21 @@
 A simulator is one module with four names (the contract tests/test_vecenv_contract.py checks):
 
 * ``env_names() -> list[str]``: the tasks it offers;
-* ``make_vec_env(name, num_envs, device, episode_length, backend, shards) -> VecEnv``;
-* ``validate(cfg) -> None``: raise ``ValueError`` naming a bad value of its own settings;
+* ``make_vec_env(name, num_envs, device, episode_length, backend, shards, **task_options) -> VecEnv``
+  (``task_options``: the task's own, e.g. native MuJoCo's ``randomization``; a simulator whose
+  tasks have none refuses any, :func:`stridelab.envs.base.refuse_task_options`);
+* ``validate(cfg) -> None``: raise ``ValueError`` naming a bad value of its own settings
+  (``--randomize`` included: refused where the tasks have no domain randomization);
 * ``PRESET_TABLE``: the table of ``presets/defaults.toml`` that holds its defaults;
 * ``CONTRACT_TASK``: a task the contract test runs (one whose episodes end both by termination
   and by the time limit within 100 random steps).
 
-Built in: Gymnasium's MuJoCo tasks by their ids (``Hopper-v5``, ...) and Brax's by Brax's names
-(``ant``, ``halfcheetah``, ...). A third joins with one line here, or from outside stridelab with
+Optionally ``deploy_spec(name, **task_options) -> dict``: what a robot-side loop needs to run a
+policy of that task (``stridelab export`` writes it beside the policy; :func:`deploy_spec`).
+
+Built in: Gymnasium's MuJoCo tasks by their ids (``Hopper-v5``, ...), Brax's by Brax's names
+(``ant``, ``halfcheetah``, ...) and native MuJoCo's robot tasks by MuJoCo Playground's names
+(``Go1JoystickFlatTerrain``). Another joins with one line here, or from outside stridelab with
 :func:`register_simulator` in a plugin module (see :mod:`stridelab.algos.base`).
 """
 
@@ -26,7 +33,8 @@ import torch
 from stridelab.envs.base import VecEnv
 
 # Looked up in this order: the simulators whose task lists are cheap to read come first.
-SIMULATORS: dict[str, str] = {"gymnasium": "stridelab.envs.gymnasium", "brax": "stridelab.envs.brax"}
+SIMULATORS: dict[str, str] = {"gymnasium": "stridelab.envs.gymnasium", "mujoco": "stridelab.envs.mujoco",
+                              "brax": "stridelab.envs.brax"}
 
 
 def register_simulator(name: str, module: str) -> None:
@@ -83,14 +91,32 @@ def make_env(
     backend: str = "spring",
     episode_length: int = 1000,
     shards: int | str = "auto",
+    **task_options: Any,
 ) -> VecEnv:
     """Build ``num_envs`` copies of task ``name`` handing torch tensors on ``device``.
 
     ``backend`` picks Brax's physics pipeline and ``shards`` how many devices Brax splits the
     batch over (``auto``: every core or GPU, see :func:`stridelab.envs.brax.plan_shards`); the
-    other simulators ignore both.
+    other simulators ignore both. ``task_options`` go to the task (native MuJoCo's: e.g.
+    ``randomization="all"``); a simulator whose tasks take none refuses them.
     """
     check_env_name(name)
     module = simulator_module(simulator_of(name))
     return module.make_vec_env(name, num_envs, device=device, episode_length=episode_length, backend=backend,
-                               shards=shards)
+                               shards=shards, **task_options)
+
+
+def task_options(cfg: Any) -> dict[str, Any]:
+    """The task options a run's config asks for its training envs: ``--randomize``, when not
+    ``none`` (so simulators without options are never handed any)."""
+    randomize = getattr(cfg, "randomize", "none")
+    return {} if randomize == "none" else {"randomization": randomize}
+
+
+def deploy_spec(name: str, **task_options: Any) -> dict[str, Any] | None:
+    """What a robot-side loop needs to run a policy of task ``name`` (observation layout, joint
+    order, PD gains, control period, ...), from a simulator module that offers
+    ``deploy_spec(name, **task_options)`` (native MuJoCo's robot tasks); ``None`` for the others."""
+    check_env_name(name)
+    describe = getattr(simulator_module(simulator_of(name)), "deploy_spec", None)
+    return None if describe is None else describe(name, **task_options)
