@@ -40,10 +40,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/stridelab compare --env ant --algos trpo ppo --seeds 3 --total-steps 3000000 --out runs/demo
 
-# One pytest worker per core (pytest-xdist); tests that must not share the machine with each other
-# are grouped onto one worker (`xdist_group`). Compiled Brax programs are kept in .cache/jax.
+# One pytest worker per core (pytest-xdist), each file's tests on one worker so that a module's
+# fixture (a small trained run its tests read) runs once. Compiled Brax programs: .cache/jax.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .cache

@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 # Robot models come from a local MuJoCo Menagerie at <repo>/../shared/menagerie when there is one
 # (no network needed); a MENAGERIE_ROOT the caller set wins.
 _MENAGERIE = Path(__file__).resolve().parent.parent.parent / "shared" / "menagerie"
@@ -16,12 +18,12 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), a file's tests stay on one worker,
-    so a module-scoped fixture (a small trained run many tests read) runs once, not once per
-    worker; tests marked with their own ``xdist_group`` (one local Ray cluster at a time) keep it."""
-    import pytest
+@pytest.fixture
+def one_ray_cluster_at_a_time(tmp_path_factory):
+    """Tests that start a local Ray cluster take turns, also across pytest-xdist's workers (the
+    lock file lives in the run's shared temporary root)."""
+    import fcntl
 
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

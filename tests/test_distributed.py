@@ -118,8 +118,7 @@ def test_train_with_two_cpu_processes_end_to_end(tmp_path):
     assert [s for s, _ in read_scalars(str(run))["charts/SPS"]] == [512, 1024, 1536, 2048]
 
 
-@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
-def test_compare_on_a_local_ray_cluster(tmp_path):
+def test_compare_on_a_local_ray_cluster(tmp_path, one_ray_cluster_at_a_time):
     pytest.importorskip("ray")
     out = tmp_path / "cmp"
     proc = stridelab("compare", "--launcher", "ray", "--env", "InvertedPendulum-v5", "--algos", "ppo", "trpo",

@@ -131,8 +131,7 @@ def test_a_run_with_a_checkpoint_is_resumed_and_a_bad_vary_is_one_line(tmp_path)
     assert nowhere.returncode != 0 and nowhere.stderr.strip() == f"--adopt {tmp_path / 'nowhere'}: not a folder of a grid's results"
 
 
-@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
-def test_the_grid_runs_as_ray_tasks_records_each_run_and_reports_a_failed_one(tmp_path):
+def test_the_grid_runs_as_ray_tasks_records_each_run_and_reports_a_failed_one(tmp_path, one_ray_cluster_at_a_time):
     pytest.importorskip("ray")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
            "--algos", "ppo", "--seeds", "1", "--total-steps", "512", "--vary", "init_std=0.5,-1",

@@ -62,9 +62,9 @@ def simulator_of(name: str) -> str:
 
 def check_env_name(name: str) -> None:
     """Raise ``ValueError`` naming the valid choices (and the closest one) for an unknown env."""
+    if any(name in simulator_module(sim).env_names() for sim in SIMULATORS):
+        return  # simulators in order, so a Gymnasium id never imports Brax (and JAX)
     names = env_names()
-    if name in names:
-        return
     close = difflib.get_close_matches(name, names, n=1)
     if not close:  # "hopper-v5", "Hopper": match case-insensitively, then by task name
         lower = {n.lower(): n for n in names}
