@@ -1,6 +1,5 @@
 # The [mujoco] presets with the pose reward off and the feet-clearance penalty a quarter (docs/results.md, Go1).
 # Run from the repository root: python benchmarks/results/go1/probe-ppo-nopose.py
-import dataclasses
 from stridelab.config import build_config
 from stridelab.train import train
 from stridelab.envs.mujoco import make_vec_env
