@@ -74,15 +74,3 @@ class VecEnv(Protocol):
 
     def close(self) -> None: ...
 
-
-def refuse_task_options(simulator: str, cfg: object = None, options: dict | None = None) -> None:
-    """For a simulator whose tasks take no options: ``ValueError`` (one line) when ``cfg`` asks
-    for domain randomization (``--randomize``) or ``make_env`` is given task ``options``; both
-    are native MuJoCo's (``Go1JoystickFlatTerrain``)."""
-    randomize = getattr(cfg, "randomize", "none")
-    if randomize != "none":
-        raise ValueError(f"--randomize {randomize!r}: {simulator}'s tasks have no domain randomization (it is "
-                         f"native MuJoCo's, e.g. Go1JoystickFlatTerrain); use --randomize none")
-    if options:
-        raise ValueError(f"{simulator}'s tasks take no task options, got {', '.join(sorted(options))} (they are "
-                         f"native MuJoCo's, e.g. randomization for Go1JoystickFlatTerrain)")

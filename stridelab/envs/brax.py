@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stridelab.cores import affinity
-from stridelab.envs.base import EnvSpec, StepResult, refuse_task_options
+from stridelab.envs.base import EnvSpec, StepResult
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax's physics pipelines
 PRESET_TABLE = "brax"
@@ -121,7 +121,6 @@ def env_names() -> list[str]:
 
 
 def validate(cfg: Any) -> None:
-    refuse_task_options("Brax", cfg)
     if cfg.backend not in BACKENDS:
         import difflib
 
@@ -131,8 +130,7 @@ def validate(cfg: Any) -> None:
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str = "spring", shards: int | str = "auto", **task_options: Any) -> BraxVecEnv:
-    refuse_task_options("Brax", options=task_options)
+                 backend: str = "spring", shards: int | str = "auto") -> BraxVecEnv:
     return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device, shards=shards)
 
 

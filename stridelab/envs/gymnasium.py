@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stridelab.envs.base import EnvSpec, StepResult, refuse_task_options
+from stridelab.envs.base import EnvSpec, StepResult
 
 # The MuJoCo tasks published TRPO/PPO results use; Gymnasium registers them all as "<Name>-v5".
 MUJOCO_TASKS = (
@@ -133,12 +133,9 @@ class GymnasiumVecEnv:
 
 
 def validate(cfg: Any) -> None:
-    """Gymnasium's tasks have no settings of their own (``--backend`` is Brax's, ignored here;
-    ``--randomize`` is native MuJoCo's, refused)."""
-    refuse_task_options("Gymnasium", cfg)
+    """Gymnasium's tasks have no settings of their own (``--backend`` is Brax's, ignored here)."""
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str | None = None, shards: int | str = "auto", **task_options: Any) -> GymnasiumVecEnv:
-    refuse_task_options("Gymnasium", options=task_options)
+                 backend: str | None = None, shards: int | str = "auto") -> GymnasiumVecEnv:
     return GymnasiumVecEnv(name, num_envs, episode_length=episode_length, device=device)

@@ -32,6 +32,7 @@ from stridelab.envs.base import EnvSpec, StepResult
 from stridelab.envs.go1 import Go1Joystick, Randomization
 
 PRESET_TABLE = "mujoco"
+TASK_OPTIONS = ("randomization",)  # what make_vec_env hands its tasks (the registry refuses them elsewhere)
 # Ends both ways within 100 random steps (tests/test_vecenv_contract.py): under random joint
 # targets the Go1 stumbles until its trunk meets the floor, often within a few dozen steps.
 CONTRACT_TASK = "Go1JoystickFlatTerrain"

@@ -3,15 +3,14 @@
 A simulator is one module with four names (the contract tests/test_vecenv_contract.py checks):
 
 * ``env_names() -> list[str]``: the tasks it offers;
-* ``make_vec_env(name, num_envs, device, episode_length, backend, shards, **task_options) -> VecEnv``
-  (``task_options``: the task's own, e.g. native MuJoCo's ``randomization``; a simulator whose
-  tasks have none refuses any, :func:`stridelab.envs.base.refuse_task_options`);
-* ``validate(cfg) -> None``: raise ``ValueError`` naming a bad value of its own settings
-  (``--randomize`` included: refused where the tasks have no domain randomization);
+* ``make_vec_env(name, num_envs, device, episode_length, backend, shards) -> VecEnv``;
+* ``validate(cfg) -> None``: raise ``ValueError`` naming a bad value of its own settings;
 * ``PRESET_TABLE``: the table of ``presets/defaults.toml`` that holds its defaults;
 * ``CONTRACT_TASK``: a task the contract test runs (one whose episodes end both by termination
   and by the time limit within 100 random steps).
 
+Optionally ``TASK_OPTIONS``, the keyword options its ``make_vec_env`` hands the task (native
+MuJoCo's ``randomization``, from ``--randomize``); the registry refuses them for the others.
 Optionally ``deploy_spec(name, **task_options) -> dict``: what a robot-side loop needs to run a
 policy of that task (``stridelab export`` writes it beside the policy; :func:`deploy_spec`).
 
@@ -76,7 +75,23 @@ def check_env_name(name: str) -> None:
 def validate_settings(cfg: Any) -> None:
     """The simulator of ``cfg.env`` checks its own settings (e.g. Brax's ``backend``)."""
     check_env_name(cfg.env)
-    simulator_module(simulator_of(cfg.env)).validate(cfg)
+    simulator = simulator_of(cfg.env)
+    _refuse_task_options(simulator, getattr(cfg, "randomize", "none"))
+    simulator_module(simulator).validate(cfg)
+
+
+def _refuse_task_options(simulator: str, randomize: str = "none", options: dict | None = None) -> None:
+    """``ValueError`` (one line) when a simulator without ``TASK_OPTIONS`` is asked for domain
+    randomization (``--randomize``) or handed task ``options`` by :func:`make_env`."""
+    if getattr(simulator_module(simulator), "TASK_OPTIONS", ()):
+        return
+    name = simulator.capitalize()
+    if randomize != "none":
+        raise ValueError(f"--randomize {randomize!r}: {name}'s tasks have no domain randomization (it is "
+                         f"native MuJoCo's, e.g. Go1JoystickFlatTerrain); use --randomize none")
+    if options:
+        raise ValueError(f"{name}'s tasks take no task options, got {', '.join(sorted(options))} (they are "
+                         f"native MuJoCo's, e.g. randomization for Go1JoystickFlatTerrain)")
 
 
 def preset_table(name: str) -> str:
@@ -101,9 +116,10 @@ def make_env(
     ``randomization="all"``); a simulator whose tasks take none refuses them.
     """
     check_env_name(name)
-    module = simulator_module(simulator_of(name))
-    return module.make_vec_env(name, num_envs, device=device, episode_length=episode_length, backend=backend,
-                               shards=shards, **task_options)
+    simulator = simulator_of(name)
+    _refuse_task_options(simulator, options=task_options)
+    return simulator_module(simulator).make_vec_env(name, num_envs, device=device, episode_length=episode_length,
+                                                    backend=backend, shards=shards, **task_options)
 
 
 def task_options(cfg: Any) -> dict[str, Any]:
