@@ -169,10 +169,11 @@ def restore_rng_state(state: dict[str, Any], comm: Comm = SINGLE) -> None:
 
 
 def seed_generators(seed: int) -> None:
-    """torch's, NumPy's and Python's generators (Lightning's ``seed_everything``)."""
-    from lightning.fabric.utilities.seed import seed_everything
-
-    seed_everything(seed, verbose=False)
+    """torch's (CPU and every GPU), NumPy's global and Python's generators, as Lightning's
+    ``seed_everything`` seeds them."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Set up a training run and hand it to the :class:`~stridelab.runner.Runner`.
 
-:func:`train` builds what the loop needs from a :class:`~stridelab.config.TrainConfig`: Lightning
-Fabric for devices and data-parallel processes, the envs (:func:`stridelab.envs.make_env`), the
+:func:`train` builds what the loop needs from a :class:`~stridelab.config.TrainConfig`: the device
+(and, for data-parallel processes, Lightning Fabric), the envs (:func:`stridelab.envs.make_env`), the
 networks, the algorithm (by name, :mod:`stridelab.algos`) and the TensorBoard logger; resumes from
 the run's last checkpoint when asked; then runs the loop and writes ``summary.json``.
 """
@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from contextlib import ExitStack, closing, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from stridelab.models import build_agent
 from stridelab.rundir import choose_checkpoint, set_aside_later_checkpoints, writer
 from stridelab.runner import NonFiniteError, Runner, TrainingInterrupted, seed_generators, write_summary
 from stridelab.seeds import Streams
+from stridelab.tblog import TensorBoardLog
 
 __all__ = ["NonFiniteError", "StopRequested", "TrainingInterrupted", "resolve_device", "train"]
 
@@ -61,10 +63,10 @@ def train(cfg: TrainConfig, resume: bool = False, env: VecEnv | None = None,
     with stop_on_signals(), (writer(Path(cfg.run_dir)) if first else nullcontext()):
         raise_if_stopped()
         resumed = _resume_from(cfg, checkpoint, first) if resume else None
-        fabric, logger = _launch(cfg, resolve_device(cfg.device),
+        processes, logger = _launch(cfg, resolve_device(cfg.device),
                                  purge_step=None if resumed is None else int(resumed[1]["global_step"]) + 1)
         raise_if_stopped()
-        return _build_and_run(cfg, fabric, logger, resumed, env, eval_env, started)
+        return _build_and_run(cfg, processes, logger, resumed, env, eval_env, started)
 
 
 def _resume_from(cfg: TrainConfig, checkpoint: str | None, first: bool) -> Resumed:
@@ -78,11 +80,11 @@ def _resume_from(cfg: TrainConfig, checkpoint: str | None, first: bool) -> Resum
     return path, state
 
 
-def _build_and_run(cfg: TrainConfig, fabric: Any, logger: Any, resumed: Resumed | None, env: VecEnv | None,
+def _build_and_run(cfg: TrainConfig, processes: Any, logger: Any, resumed: Resumed | None, env: VecEnv | None,
                    eval_env: VecEnv | None, started: float) -> dict[str, float]:
-    comm, streams = Comm.from_fabric(fabric), Streams(cfg.seed, fabric.global_rank)
+    comm, streams = Comm.from_fabric(processes), Streams(cfg.seed, processes.global_rank)
     seed_generators(streams.weights())  # the same initial weights in every process
-    device = fabric.device
+    device = processes.device
 
     def build(num_envs: int, shards: int | str, **options: Any) -> VecEnv:
         return make_env(cfg.env, num_envs, device=device, backend=cfg.backend, episode_length=cfg.episode_length,
@@ -99,7 +101,7 @@ def _build_and_run(cfg: TrainConfig, fabric: Any, logger: Any, resumed: Resumed 
         make_eval_env = (lambda: eval_env) if eval_env is not None else (
             lambda: owned.enter_context(closing(build(cfg.eval_episodes, 1))))
         runner = Runner(cfg, env, agent, algo, [logger], cfg.run_dir, make_eval_env, comm=comm, started=started)
-        return _run(runner, cfg, fabric, logger, resumed)
+        return _run(runner, cfg, processes, logger, resumed)
 
 
 def _env_shards(cfg: TrainConfig) -> int | str:
@@ -110,39 +112,53 @@ def _env_shards(cfg: TrainConfig) -> int | str:
     return "auto" if cfg.env_shards == "auto" else int(cfg.env_shards)
 
 
-def _run(runner: Runner, cfg: TrainConfig, fabric: Any, logger: Any, resumed: Resumed | None) -> dict[str, float]:
+def _run(runner: Runner, cfg: TrainConfig, processes: Any, logger: Any, resumed: Resumed | None) -> dict[str, float]:
     """Resume if asked, record the config, train, write the summary."""
     if resumed is not None:
         runner.state.load_state_dict(resumed[1], resumed[0])
     raise_if_stopped()
-    if fabric.is_global_zero:
+    if processes.is_global_zero:
         cfg.save(Path(cfg.run_dir) / "config.json")  # the config in effect (a resume may extend total_steps)
     if resumed is None:
         logger.log_hyperparams({k: (str(v) if v is None else v) for k, v in cfg.to_dict().items()})
     summary = runner.learn()
     logger.finalize("success")
-    if fabric.is_global_zero:
-        write_summary(Path(cfg.run_dir), summary, device=str(fabric.device), command_set=runner.command_set)
+    if processes.is_global_zero:
+        write_summary(Path(cfg.run_dir), summary, device=str(processes.device), command_set=runner.command_set)
     return summary
 
 
-def _launch(cfg: TrainConfig, device: str, purge_step: int | None = None) -> tuple[Any, Any]:
-    """Lightning Fabric and the TensorBoard logger. With several processes this starts the
-    others (re-running the command with their rank set) and joins the process group; each
-    process then trains its own share of envs. ``purge_step``: a resume's first new step; the
-    events an earlier process logged from there on (after its last checkpoint) are hidden, so
-    the curve has no step twice."""
-    from lightning.fabric import Fabric
-    from lightning.fabric.loggers import TensorBoardLogger
+@dataclass(frozen=True)
+class OneProcess:
+    """What the loop reads of Lightning Fabric, for a run in one process on one device: the
+    common case, which then never imports Lightning (about 5 s of every start)."""
 
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger = TensorBoardLogger(root_dir=str(run_dir), name="tb", version="",
-                               **({} if purge_step is None else {"purge_step": purge_step}))
+    device: torch.device
+    global_rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    is_global_zero: bool = True
+
+
+def _launch(cfg: TrainConfig, device: str, purge_step: int | None = None) -> tuple[Any, TensorBoardLog]:
+    """The processes and the TensorBoard log (``purge_step``: see :class:`TensorBoardLog`). One
+    process: :class:`OneProcess`. Several (``--devices``, ``--num-nodes``): Lightning Fabric
+    starts the others (re-running the command with their rank set) and joins the process group;
+    each process then trains its own share of envs, and only the first writes the log."""
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     world = cfg.devices * cfg.num_nodes
+    if world == 1 and cfg.strategy == "auto":
+        processes: Any = OneProcess(torch.device("cuda", 0) if device == "cuda" else torch.device(device))
+    else:
+        processes = _fabric(cfg, device, world)
+    return processes, TensorBoardLog(cfg.run_dir, purge_step, enabled=processes.is_global_zero)
+
+
+def _fabric(cfg: TrainConfig, device: str, world: int) -> Any:
+    from lightning.fabric import Fabric
+
     strategy = "ddp" if world > 1 and cfg.strategy == "auto" else cfg.strategy
-    fabric = Fabric(accelerator=device, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
-                    loggers=[logger])
+    fabric = Fabric(accelerator=device, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy)
     if cfg.num_nodes > 1 and started_as_first_process():
         print(f"stridelab: note: --num-nodes {cfg.num_nodes}: waiting for the other machines to join (run the same "
               f"command on each with NODE_RANK=1..{cfg.num_nodes - 1} and this machine's MASTER_ADDR and "
@@ -151,7 +167,7 @@ def _launch(cfg: TrainConfig, device: str, purge_step: int | None = None) -> tup
         fabric.launch()
         if device == "cpu":
             _pin_to_share_of_cores(fabric.local_rank, cfg.devices)
-    return fabric, logger
+    return fabric
 
 
 def _pin_to_share_of_cores(local_rank: int, processes: int) -> None:
