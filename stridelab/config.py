@@ -69,7 +69,7 @@ class TrainConfig:
     update_epochs: int = field(default=4, metadata={"help": "PPO: epochs over each batch"})
     num_minibatches: int = field(default=16, metadata={"help": "PPO: minibatches per epoch"})
     clip_coef: float = field(default=0.2, metadata={"help": "PPO: surrogate clip epsilon (also the value clip with --clip-vloss)"})
-    ent_coef: float = field(default=0.0, metadata={"help": "PPO: entropy bonus coefficient"})
+    ent_coef: float = field(default=0.0, metadata={"help": "PPO and TRPO: entropy bonus coefficient"})
     vf_coef: float = field(default=0.5, metadata={"help": "PPO: value loss coefficient"})
     max_grad_norm: float = field(default=0.5, metadata={"help": "gradient-norm clip, per network (with --clip-grad)"})
     target_kl: float | None = field(default=None, metadata={"help": "PPO: stop the epochs when approx KL exceeds this"})

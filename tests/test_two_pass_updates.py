@@ -3,6 +3,8 @@
 update of CleanRL and SB3 written out here step by step, TRPO against itself with a draw from
 torch's generator in between (as the next rollout's seed is)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -121,3 +123,23 @@ def test_trpo_draws_the_critics_minibatches_before_the_next_rollout_may_start():
     torch.testing.assert_close(p1, p0, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(v1, v0, rtol=1e-10, atol=1e-12)  # the critic's minibatches drawn before
     assert (v1 - value0).abs().max() > 1e-4
+
+
+def test_trpos_entropy_bonus_is_the_only_force_when_advantages_vanish():
+    """``ent_coef`` adds ``-c * mean(entropy)`` to TRPO's surrogate (Baselines' ``entcoeff``):
+    with zero advantages the step raises the entropy, to the trust region's edge; without it the
+    step has nothing to follow."""
+    entropies = {}
+    for ent_coef in (0.0, 0.01):
+        agent = _agent()
+        batch = dataclasses.replace(_batch(agent), advantages=torch.zeros(B, dtype=torch.float64))
+        cfg = build_config({"algo": "trpo", "env": "Hopper-v5", "ent_coef": ent_coef, "norm_adv": False,
+                            "fisher_fraction": 1.0})
+        algo = TRPOAlgorithm(agent, cfg)
+        before = [p.detach().clone() for p in agent.policy.parameters()]
+        info = algo.update_policy(batch)
+        moved = sum(float((p.detach() - q).abs().sum()) for p, q in zip(agent.policy.parameters(), before))
+        entropies[ent_coef] = (info["losses/entropy"], moved, info["trpo/kl"])
+    (h0, moved0, _), (h1, moved1, kl1) = entropies[0.0], entropies[0.01]
+    assert moved0 == 0.0 and moved1 > 0.0
+    assert h1 > h0 + 1e-3 and 0.5 * cfg.max_kl < kl1 <= cfg.max_kl * 1.0001

@@ -13,7 +13,7 @@ from stridelab.ops import gaussian_entropy, gaussian_kl, gaussian_log_prob
 from stridelab.optim import TRPO
 from stridelab.rollout import Batch
 
-TRPO_FIELDS = ("max_kl", "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
+TRPO_FIELDS = ("max_kl", "ent_coef", "damping", "cg_iters", "backtrack_ratio", "max_backtracks", "fisher_fraction",
                "vf_learning_rate", "vf_epochs", "vf_minibatches")
 
 
@@ -24,7 +24,9 @@ class TRPOAlgorithm(Algorithm):
     networks as PPO.
 
     Per batch: one step of the TRPO optimizer on the importance-sampled surrogate
-    ``-mean(ratio * A)`` under ``mean KL(old || new) <= max_kl`` (:meth:`update_policy`), then
+    ``-mean(ratio * A) - ent_coef * mean(entropy)`` (the entropy bonus as OpenAI Baselines'
+    ``trpo_mpi``'s ``entcoeff``; 0 by default) under ``mean KL(old || new) <= max_kl``
+    (:meth:`update_policy`), then
     the value net is fitted with ``vf_epochs`` Adam epochs of ``vf_minibatches`` minibatches
     (:meth:`update_value`).
 
@@ -78,7 +80,10 @@ class TRPOAlgorithm(Algorithm):
         def closure() -> tuple[torch.Tensor, torch.Tensor]:
             mean, std = policy(obs_n)
             ratio = torch.exp(gaussian_log_prob(mean, std, batch.actions) - batch.logp_old)
-            return -(ratio * adv).mean(), gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
+            loss = -(ratio * adv).mean()
+            if self.cfg.ent_coef:
+                loss = loss - self.cfg.ent_coef * gaussian_entropy(std).mean()
+            return loss, gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
 
         n_fisher = int(len(batch) * self.cfg.fisher_fraction)
         if n_fisher >= len(batch):
