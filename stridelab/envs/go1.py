@@ -77,8 +77,8 @@ VIDEO_SCRIPT = (
     (2.0, (0.0, 0.0, 0.0), "stop"),
 )
 
-# Reward weights, per second of simulated time (a step's reward is dt x the weighted sum, floored
-# at 0), except termination: a one-off on the step the robot falls, added after the floor.
+# Reward weights, per second of simulated time: a step's reward is dt x the weighted sum, floored
+# at 0, plus dt x termination's on the step the robot falls, added after the floor (legged_gym).
 REWARD_WEIGHTS = {
     "tracking_lin_vel": 1.0, "tracking_ang_vel": 0.5, "lin_vel_z": -0.5, "ang_vel_xy": -0.05,
     "orientation": -5.0, "pose": 0.5, "stand_still": -1.0, "dof_pos_limits": -1.0, "torques": -0.0002,
@@ -128,7 +128,7 @@ class Go1Config:
     """The task's constants, with units. Defaults: Playground's Go1 joystick unless noted."""
 
     action_scale: float = 0.5  # rad of joint target per unit action
-    command_range: tuple[float, float, float] = (1.5, 0.8, 1.2)  # |forward| m/s, |sideways| m/s, |yaw| rad/s
+    command_range: tuple[float, float, float] = (1.0, 0.5, 1.0)  # |forward| m/s, |sideways| m/s, |yaw| rad/s (ours)
     command_nonzero: tuple[float, float, float] = (0.9, 0.25, 0.5)  # chance each axis is drawn nonzero
     standing_fraction: float = 0.1  # chance a whole command is exactly zero (mjlab's rel_standing_envs)
     command_seconds: tuple[float, float] = (3.0, 8.0)  # time to the next redraw (mjlab)
@@ -477,9 +477,8 @@ class Go1Joystick:
         weights = self.cfg.reward_weights
         terms = {name: weights[name] * f(s, self) for name, f in REWARDS.items()}
         fall = terms.pop("termination")
-        reward = np.maximum(sum(terms.values()) * CTRL_DT, 0.0) + fall  # legged_gym: the penalty after the floor
-        self.info = {f"reward/{name}": float(np.mean(v)) * CTRL_DT for name, v in terms.items()}
-        self.info["reward/termination"] = float(np.mean(fall))
+        reward = (np.maximum(sum(terms.values()), 0.0) + fall) * CTRL_DT  # legged_gym: the penalty after the floor
+        self.info = {f"reward/{name}": float(np.mean(v)) * CTRL_DT for name, v in {**terms, "termination": fall}.items()}
         self._advance(s, action, rng)
         return reward, s.fell
 
