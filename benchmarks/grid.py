@@ -222,7 +222,21 @@ def _stridelab_record(run: dict, run_dir: Path) -> dict:
              for tag, series in scalars.items() if tag.startswith("diagnostics/") and series}
     return {**run, "summary": json.loads((run_dir / "summary.json").read_text()),
             "config": json.loads((run_dir / "config.json").read_text()),
-            "eval_curve": [[int(s), float(v)] for s, v in curve], "diagnostics": moves}
+            "eval_curve": [[int(s), float(v)] for s, v in curve], "diagnostics": moves,
+            "eval_curves": _eval_curves(scalars)}
+
+
+def _eval_curves(scalars: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[float]]]:
+    """Every other ``eval/`` series (a velocity task's tracking errors and falls), and the
+    wall-clock seconds when each evaluation's step was reached (``charts/wall_clock``)."""
+    curves = {tag.split("/", 1)[1]: [[int(s), float(v)] for s, v in series] for tag, series in scalars.items()
+              if tag.startswith("eval/") and tag != "eval/episodic_return"}
+    clock = scalars.get("charts/wall_clock", [])
+    if clock and scalars.get("eval/episodic_return"):
+        steps = [int(s) for s, _ in scalars["eval/episodic_return"]]
+        curves["wall_clock_s"] = [[step, next((float(v) for s, v in clock if s >= step), float(clock[-1][1]))]
+                                  for step in steps]
+    return curves
 
 
 def _peer_record(run: dict, run_dir: Path) -> dict:
