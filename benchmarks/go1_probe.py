@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     env = make_vec_env(cfg.env, cfg.num_envs, episode_length=cfg.episode_length, config=Go1Config(**task))
     start = time.time()
     try:
-        summary = train(cfg, env=env)
+        train(cfg, env=env)
     finally:
         env.close()
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())  # with the command set's table
     curves = _last_scalars(run_dir, ("eval/", "reward/", "losses/entropy"))
     record = {"what": f"Go1 probe {args.name}", "command": "python benchmarks/go1_probe.py " + " ".join(sys.argv[1:]),
               "task_changes": {k: v for k, v in task.items() if k != "reward_weights"},
