@@ -111,7 +111,7 @@ def run(policy: str | Path, command: tuple[float, float, float], seconds: float,
         desc: dict[str, Any] | None = None) -> dict[str, Any]:
     """Stand the robot in ``standing_qpos`` (facing +x) and run the policy for ``seconds`` under
     ``command``, stopping early at a fall; returns the trunk's start and end positions (world,
-    m), the seconds run and whether it fell."""
+    m), its heading change (rad, counterclockwise, unwrapped), the seconds run and whether it fell."""
     desc = desc or load_description(policy)
     model, act = plain_model(desc), Policy(policy, desc)
     data = mujoco.MjData(model)
@@ -124,6 +124,7 @@ def run(policy: str | Path, command: tuple[float, float, float], seconds: float,
     substeps = round(period / model.opt.timestep)
     trunk = model.body(desc["trunk_body"]).id
     start, last_action, steps, fell = data.xpos[trunk].copy(), np.zeros(len(actuators)), 0, False
+    headings = [heading(data, trunk)]
     while steps < round(seconds / period) and not fell:
         action = np.clip(act(observe(model, data, desc, last_action, np.asarray(command))), low, high)
         if not np.isfinite(action).all():
@@ -134,7 +135,15 @@ def run(policy: str | Path, command: tuple[float, float, float], seconds: float,
             mujoco.mj_step(model, data)
         mujoco.mj_forward(model, data)  # the observation reads the state after the step
         last_action, steps, fell = action, steps + 1, fallen(model, data, desc)
-    return {"start": start, "end": data.xpos[trunk].copy(), "seconds": steps * period, "fell": fell}
+        headings.append(heading(data, trunk))
+    return {"start": start, "end": data.xpos[trunk].copy(), "turned": float(np.unwrap(headings)[-1] - headings[0]),
+            "seconds": steps * period, "fell": fell}
+
+
+def heading(data: mujoco.MjData, trunk: int) -> float:
+    """The trunk's yaw in the world, rad: the direction its x axis points in the floor's plane."""
+    x_axis = data.xmat[trunk].reshape(3, 3)[:, 0]
+    return float(np.arctan2(x_axis[1], x_axis[0]))
 
 
 def main() -> None:
@@ -147,8 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.policy, (args.forward, args.sideways, args.yaw), args.seconds)
     moved = result["end"] - result["start"]
-    print(f"{result['seconds']:.2f} s: trunk moved {moved[0]:+.2f} m forward, {moved[1]:+.2f} m sideways"
-          f" ({'fell' if result['fell'] else 'still standing'})")
+    print(f"{result['seconds']:.2f} s: trunk moved {moved[0]:+.2f} m forward, {moved[1]:+.2f} m sideways, turned "
+          f"{result['turned']:+.2f} rad ({'fell' if result['fell'] else 'still standing'})")
 
 
 if __name__ == "__main__":

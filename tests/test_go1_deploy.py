@@ -1,9 +1,10 @@
 """Deploying a Go1JoystickFlatTerrain policy: ``stridelab export`` writes the deployment
 description (in the ONNX metadata and beside the file), and examples/go1_deploy_loop.py, a plain
 MuJoCo loop that knows only that description, computes what the training env computes: the
-observation from the same states, the PD torques from the same targets. Whether an exported
-policy walks in that loop is checked when one is given (STRIDELAB_GO1_POLICY): training one takes
-about 20 minutes. The model is read from MENAGERIE_ROOT (tests/conftest.py)."""
+observation from the same states, the PD torques from the same targets; and a trained policy
+walks, turns and stands there: tests/data/go1_ppo.onnx (exported by ``stridelab export`` from a PPO
+run with the presets, docs/results.md "Go1"), or the one STRIDELAB_GO1_POLICY names. The model is
+read from MENAGERIE_ROOT (tests/conftest.py)."""
 
 import importlib.util
 import json
@@ -26,6 +27,7 @@ from tests.test_cli import stridelab
 
 LOOP_PATH = Path(__file__).resolve().parents[1] / "examples" / "go1_deploy_loop.py"
 POLICY_VARIABLE = "STRIDELAB_GO1_POLICY"
+TRAINED_POLICY = Path(__file__).resolve().parent / "data" / "go1_ppo.onnx"
 
 
 def _load_loop():
@@ -142,13 +144,15 @@ def test_the_loop_runs_the_exported_policy_and_acts_as_the_run_does(exported):
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5)
 
 
-def test_an_exported_policy_walks_forward_in_the_plain_mujoco_loop():
-    policy = os.environ.get(POLICY_VARIABLE)
-    if not policy:
-        pytest.skip(f"no trained Go1 policy: train one (stridelab train --env Go1JoystickFlatTerrain), export it "
-                    f"(stridelab export RUN --out go1.onnx) and set {POLICY_VARIABLE}=go1.onnx")
-    result = loop.run(policy, (0.5, 0.0, 0.0), seconds=5.0)
+@pytest.mark.parametrize("command, forward, sideways, turned", [
+    ((0.5, 0.0, 0.0), (2.0, 3.0), (-0.5, 0.5), (-0.5, 0.5)),  # 2.5 m asked: within 20%, on course
+    ((0.0, 0.0, 1.0), (-1.0, 1.0), (-1.0, 1.0), (3.5, 6.0)),  # 5 rad asked
+    ((0.0, 0.0, 0.0), (-0.25, 0.25), (-0.25, 0.25), (-0.3, 0.3)),  # stands still
+], ids=["forward_0.5", "turn_left", "stand"])
+def test_an_exported_policy_follows_commands_in_the_plain_mujoco_loop(command, forward, sideways, turned):
+    result = loop.run(os.environ.get(POLICY_VARIABLE, TRAINED_POLICY), command, seconds=5.0)
     moved = result["end"] - result["start"]
     assert not result["fell"] and result["seconds"] == pytest.approx(5.0)
-    assert moved[0] >= 1.25, f"commanded 0.5 m/s for 5 s, walked {moved[0]:.2f} m forward"  # half the command
-    assert abs(moved[1]) < 0.75, f"drifted {moved[1]:.2f} m sideways"
+    for name, got, (low, high) in (("forward", moved[0], forward), ("sideways", moved[1], sideways),
+                                   ("turned", result["turned"], turned)):
+        assert low <= got <= high, f"{command}: {name} {got:+.2f}, expected {low} to {high} in 5 s"
