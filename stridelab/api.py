@@ -24,7 +24,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +88,23 @@ def _without_none(kind: Any) -> Any:
 def _type_words(kind: Any) -> str:
     kind = _without_none(kind)
     words = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    if typing.get_origin(kind) is dict:
+        return "a dict of argument names to values"
     return words.get(kind, "a list of integers")
 
 
 def to_flags(settings: dict[str, Any]) -> list[str]:
     """Settings as ``stridelab train`` flags (``{"num_envs": 32, "clip_vloss": False}`` ->
-    ``["--num-envs", "32", "--no-clip-vloss"]``), for the runs ``compare`` starts."""
+    ``["--num-envs", "32", "--no-clip-vloss"]``, ``{"env_kwargs": {"frame_skip": 25}}`` ->
+    ``["--env-kwargs", "frame_skip=25"]``), for the runs ``compare`` starts."""
+    from stridelab.envs.arguments import format_pair
+
     flags: list[str] = []
     for name, value in settings.items():
         if isinstance(value, bool):
             flags.append(flag_name(name) if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, dict):  # env_kwargs: {"frame_skip": 25} -> --env-kwargs frame_skip=25
+            flags += [flag_name(name), *(format_pair(k, v) for k, v in value.items())] if value else []
         elif isinstance(value, (list, tuple)):
             flags += [flag_name(name), *map(str, value)]
         elif value is not None:
@@ -189,6 +196,9 @@ def _resumed_config(resume: str | Path, given: dict[str, Any], overwrite: bool,
         if key in ARCHITECTURE and value != getattr(cfg, key):
             raise ConfigError(f"{flag_name(key)} {value!r}: a resumed run keeps the network its weights were "
                               f"trained with ({getattr(cfg, key)!r} in its config.json); start a new run to change it")
+        if key == "env_kwargs" and value != cfg.env_kwargs:  # (another --env: the checkpoint refuses it, naming both)
+            raise ConfigError(f"--env-kwargs {value!r}: a resumed run keeps the env it was trained on "
+                              f"({cfg.env_kwargs!r} in its config.json); start a new run to change it")
         setattr(cfg, key, value)
     cfg.run_dir = str(run_dir)
     try:
@@ -222,7 +232,18 @@ def training_run(given: dict[str, Any], resume: str | Path | None = None, overwr
         if first:
             with config_errors():
                 start_fresh(Path(cfg.run_dir), overwrite)
+            _say_presets(cfg)
         yield cfg
+
+
+def _say_presets(cfg: TrainConfig) -> None:
+    """One line in the run's log when its task has no preset of its own: the simulator family's
+    defaults it trains with (``summary.json`` records the same, :func:`stridelab.config.presets_used`)."""
+    from stridelab.config import presets_used
+
+    note = presets_used(cfg.env, cfg.algo).get("note")
+    if note:
+        print(f"stridelab: note: {note}", file=sys.stderr, flush=True)
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = False, seed: int | None = None,
@@ -232,6 +253,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = Fal
     file name in ``RUN/checkpoints``) picks one; by default the newest intact one. A
     velocity-command task adds ``command_set``: tracking over the fixed command set, nominal
     and randomized, ``envs_per_command`` deterministic episodes each (:mod:`stridelab.locomotion`)."""
+    from stridelab.envs import check_env_name
     from stridelab.evaluate import evaluate_agent, evaluate_commands, load_agent
     from stridelab.train import resolve_device
 
@@ -241,6 +263,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, stochastic: bool = Fal
     with config_errors():
         device = resolve_device(device)
         agent, cfg, state = load_agent(Path(run_dir), device=device, checkpoint=checkpoint)
+        check_env_name(cfg.env)  # a factory's run evaluated without its function: say how to give it
     returns = evaluate_agent(agent, cfg, episodes, deterministic=not stochastic, device=device, seed=seed)
     result = {"mean": float(returns.mean()), "std": float(returns.std(unbiased=False)), "episodes": episodes,
               "returns": returns.tolist(), "global_step": state["global_step"], "config": cfg.to_dict(),
@@ -326,6 +349,10 @@ class CompareJob:
         """Every argument and the settings for every algorithm, before any run starts."""
         from stridelab.algos import algorithm_names
 
+        if not isinstance(self.env, str):
+            raise ConfigError("compare trains each run in a process of its own, which a Python function cannot "
+                              "reach: register the env (gymnasium.register) in a module and give its id as "
+                              "'module:EnvId', which imports that module first")
         for algo in self.algos:
             if algo not in algorithm_names():
                 raise unknown_choice("algo", algo, algorithm_names())
@@ -508,10 +535,12 @@ class Run:
         return export_run(self.path, path, checkpoint or self.checkpoint, obs_dtype)[0]
 
 
-def load(run_dir: str | Path, checkpoint: str | None = None) -> Run:
+def load(run_dir: str | Path, checkpoint: str | None = None, env: Callable[..., Any] | None = None) -> Run:
     """The run in ``run_dir`` (trained by :func:`train`, ``stridelab train`` or ``compare``);
     its verbs use ``checkpoint`` (``"best.ckpt"``, ``"step_000001000000.ckpt"`` or a path), by
-    default the newest intact checkpoint (``last.ckpt``, falling back past damaged ones)."""
+    default the newest intact checkpoint (``last.ckpt``, falling back past damaged ones). A run
+    trained on a Python factory (``train(env=make_env)``) evaluates and renders only when given
+    that function again: ``env=make_env``."""
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run directory {str(path)!r} is a file, not a directory")
@@ -524,20 +553,63 @@ def load(run_dir: str | Path, checkpoint: str | None = None) -> Run:
 
         with config_errors():
             check_has_checkpoint(path, checkpoint)
+    if env is not None:
+        _adopt_factory(path, env)
     return Run(path, checkpoint)
+
+
+def _adopt_factory(run_dir: Path, factory: Any) -> None:
+    """Keep ``factory`` for this process under the name the run in ``run_dir`` recorded, so its
+    env can be built again (:mod:`stridelab.envs.factories`)."""
+    from stridelab.config import TrainConfig
+    from stridelab.envs.factories import is_factory_name, register
+
+    if not callable(factory):
+        raise ConfigError(f"env= takes the Python function a run was trained with, got {factory!r}")
+    saved = TrainConfig.load(run_dir / "config.json").env
+    if not is_factory_name(saved):
+        raise ConfigError(f"{str(run_dir)!r} was trained on env {saved!r}, not on a Python function; drop env=")
+    register(factory, saved)
+
+
+def _env_name(env: Any, settings: dict[str, Any]) -> str:
+    """``train``'s ``env`` as a config holds it: a task's name, or a factory kept for this
+    process under its ``factory:module.qualname`` name."""
+    from stridelab.envs.factories import register
+
+    if isinstance(env, str):
+        return env
+    if not callable(env):
+        raise ConfigError(f"env must be a task name or a function returning a gymnasium.Env, got {env!r}")
+    if settings.get("devices", 1) * settings.get("num_nodes", 1) > 1:
+        raise ConfigError("a Python env factory trains in one process: data-parallel processes (devices > 1) "
+                          "cannot reach it; register the env with gymnasium.register and give its id")
+    return register(env)
+
+
+class _Source(str):
+    """Text a recorded call shows as it is (a function's name, not its repr with an address)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _call_text(name: str, kwargs: dict[str, Any]) -> str:
     return f"stridelab.{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
-def train(env: str = "ant", algo: str = "ppo", total_steps: int | None = None, seed: int | None = None,
-          run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+def train(env: str | Callable[..., Any] = "ant", algo: str = "ppo", total_steps: int | None = None,
+          seed: int | None = None, run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
           checkpoint: str | None = None, **settings: Any) -> Run:
     """Train a policy, as ``stridelab train`` does; returns the :class:`Run`.
 
     Args:
-        env: task name (``stridelab envs`` lists them): ``ant``, ``Hopper-v5``, ...
+        env: task name (``stridelab envs`` lists them): ``ant``, ``Hopper-v5``, any registered
+            Gymnasium id with continuous actions (``"mypkg.envs:MyEnv-v0"`` imports ``mypkg.envs``
+            first) or Brax env name, with ``env_kwargs={...}`` for its constructor; or a function
+            returning a ``gymnasium.Env`` (a factory, :mod:`stridelab.envs.factories`), whose run
+            later evaluates, renders and resumes only when given it again (:func:`load`'s ``env=``;
+            with ``resume``, this ``env``).
         algo: ``ppo``, ``trpo`` or another registered algorithm.
         total_steps: env steps to train for (default: the presets').
         seed: random seed (default 1).
@@ -559,20 +631,27 @@ def train(env: str = "ant", algo: str = "ppo", total_steps: int | None = None, s
         TrainingInterrupted: the kernel was interrupted; a checkpoint was written and
             ``resume=True`` continues.
     """
+    from stridelab.envs.factories import is_factory_name, needs_factory, short_name
     from stridelab.provenance import recording_command
     from stridelab.train import train as train_cfg
 
     named = {"total_steps": total_steps, "seed": seed, "run_dir": None if run_dir is None else str(run_dir)}
     given = {k: v for k, v in named.items() if v is not None} | settings
-    if not resume:
-        given = {"env": env, "algo": algo} | given
-    elif run_dir is None:
+    if resume and run_dir is None:
         raise ConfigError("resume=True needs run_dir: the run to continue")
-    call = {"env": env, "algo": algo, **given} if not resume else {"run_dir": str(run_dir), "resume": True, **given}
+    if resume and callable(env) and (Path(run_dir) / "config.json").is_file():
+        _adopt_factory(Path(run_dir), env)
+    shown = env if isinstance(env, str) else _Source(getattr(env, "__name__", repr(env)))
+    if not resume:
+        given = {"env": _env_name(env, given), "algo": algo} | given
+    call = {**given, "env": shown} if not resume else {"run_dir": str(run_dir), "resume": True, **given}
     call |= {k: v for k, v in (("overwrite", overwrite), ("checkpoint", checkpoint)) if v}
     with training_run(check_settings(given), run_dir if resume else None, overwrite, checkpoint) as cfg, \
             recording_command(_call_text("train", call)):
         train_cfg(cfg, resume=resume, checkpoint=checkpoint)
+    if is_factory_name(cfg.env):
+        print(f"stridelab: note: {cfg.run_dir} was trained on the Python function {short_name(cfg.env)}; "
+              f"{needs_factory(cfg.env, repr(cfg.run_dir))}", file=sys.stderr, flush=True)
     return Run(cfg.run_dir)
 
 

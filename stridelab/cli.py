@@ -47,6 +47,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif kind in (list[int], list[int] | None):
             parser.add_argument(flag_name(f.name), dest=f.name, type=_number(int), nargs="+", default=None, metavar="N",
                                 help=help_text)
+        elif f.name == "env_kwargs":
+            parser.add_argument(flag_name(f.name), dest=f.name, type=_env_kwarg, nargs="+", action=_MergeKwargs,
+                                default=None, metavar="KEY=VALUE", help=help_text)
         elif f.name == "network":
             from stridelab.config import network_descriptions
 
@@ -59,6 +62,25 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f"algorithm: {', '.join(algorithm_names())}")
         else:
             parser.add_argument(flag_name(f.name), dest=f.name, type=str, default=None, help=help_text)
+
+
+def _env_kwarg(text: str) -> tuple[str, Any]:
+    """One ``KEY=VALUE`` of ``--env-kwargs`` (:mod:`stridelab.envs.arguments`)."""
+    from stridelab.envs.arguments import parse_pair
+
+    try:
+        return parse_pair(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _MergeKwargs(argparse.Action):
+    """``--env-kwargs a=1 b=2`` and ``--env-kwargs a=1 --env-kwargs b=2`` alike: one dict, a
+    later value for the same key winning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), **dict(values)})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,6 +216,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run dir: {cfg.run_dir}")
     for key, value in summary.items():
         print(f"{key}: {value:.4g}")
+    from stridelab.config import presets_used
+
+    note = presets_used(cfg.env, cfg.algo).get("note")  # also in summary.json's "presets"
+    if note:
+        print(f"presets: {note}")
     return 0
 
 
@@ -306,18 +333,32 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    from stridelab.config import preset_for
-    from stridelab.envs import env_names, make_env
+    from stridelab.envs import env_names
+    from stridelab.envs.model_warnings import mujoco_warnings
 
-    print(f"{'env':<28}{'simulator':<12}{'obs':>6}{'act':>6}  time limit")
-    for name in env_names():
-        preset = preset_for(name, "ppo")  # e.g. Brax's swimmer needs the generalized backend
-        env = make_env(name, 1, backend=preset.get("backend", "spring"),
-                       episode_length=preset.get("episode_length", 1000))
-        spec = env.spec
-        env.close()
-        print(f"{name:<28}{spec.simulator:<12}{spec.obs_dim:>6}{spec.act_dim:>6}  {spec.episode_length}", flush=True)
+    print(f"{'env':<28}{'simulator':<12}{'obs':>6}{'act':>6}  {'time limit':<12}preset")
+    with mujoco_warnings():  # MuJoCo's compiler warnings come after the table, once each, not inside it
+        for name in env_names():
+            print(_env_row(name), flush=True)
+    print("\n--env also takes any registered Gymnasium id with continuous actions (LunarLanderContinuous-v3, "
+          "or mypkg.envs:MyEnv-v0 to import mypkg.envs first), with --env-kwargs KEY=VALUE for its constructor, "
+          "and any Brax env registered with brax.envs.register_environment; from Python, env= also takes a "
+          "function returning a gymnasium.Env. A task without a preset of its own (preset: family) trains with "
+          "its simulator's defaults.")
     return 0
+
+
+def _env_row(name: str) -> str:
+    """One task's row: simulator, sizes, time limit (with its presets) and whose presets it has."""
+    from stridelab.config import preset_for, presets_used
+    from stridelab.envs import make_env
+
+    preset = preset_for(name, "ppo")  # e.g. Brax's swimmer needs the generalized backend
+    env = make_env(name, 1, backend=preset.get("backend", "spring"), episode_length=preset.get("episode_length", 1000))
+    spec = env.spec
+    env.close()
+    own = "own" if presets_used(name, "ppo")["own"] else "family"
+    return f"{name:<28}{spec.simulator:<12}{spec.obs_dim:>6}{spec.act_dim:>6}  {spec.episode_length:<12}{own}"
 
 
 def main(argv: list[str] | None = None) -> int:

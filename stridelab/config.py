@@ -25,7 +25,8 @@ class TrainConfig:
     """Everything a training run depends on. Field docs become ``--help`` text."""
 
     algo: str = field(default="ppo", metadata={"help": "algorithm (see `stridelab train --help` for the registered ones)"})
-    env: str = field(default="ant", metadata={"help": "task name (see `stridelab envs`)"})
+    env: str = field(default="ant", metadata={"help": "task: a name `stridelab envs` lists, any registered Gymnasium id with continuous actions (module:EnvId imports the module that registers it first), or a Brax env's name"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "the env's constructor arguments, KEY=VALUE each (values as Python literals, a comma list as a tuple, else text): gymnasium.make's, e.g. xml_file=scene.xml frame_skip=25 healthy_z_range=0.195,0.75, or Brax's get_environment's; saved in config.json"})
     backend: str = field(default="spring", metadata={"help": "Brax physics backend: spring, positional, generalized, mjx"})
     total_steps: int = field(default=5_000_000, metadata={"help": "env steps to train for (all envs together)"})
     num_envs: int = field(default=2048, metadata={"help": "envs stepped in parallel"})
@@ -152,6 +153,8 @@ def has_type(value: Any, kind: Any, sequences: tuple[type, ...] = (list,)) -> bo
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if typing.get_origin(kind) is list:
         return isinstance(value, sequences) and all(has_type(v, typing.get_args(kind)[0]) for v in value)
+    if typing.get_origin(kind) is dict:  # env_kwargs: names to values (what values JSON holds: envs.arguments)
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     return isinstance(value, kind)
 
 
@@ -159,17 +162,20 @@ def _type_name(kind: Any) -> str:
     if isinstance(kind, types.UnionType):
         return " or ".join(_type_name(k) for k in typing.get_args(kind))
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if typing.get_origin(kind) is dict:
+        return "an object of argument names to values"
     return names.get(kind, "a list of integers" if typing.get_origin(kind) is list else str(kind))
 
 
 def preset_for(env: str, algo: str, network: str | None = None) -> dict[str, Any]:
     """Preset values, later tables winning: ``[common]``, the algorithm's (the preset section its
     registry entry names, then its own name's), the simulator's table (``[brax]``,
-    ``[gymnasium]``) and its per-algorithm tables, the task's ``[env]`` and per-algorithm tables,
-    then the named network's fields (``network``, else the one the tables name), and last a
-    variant's switches (``[variants.<name>]``)."""
+    ``[gymnasium]``) and its per-algorithm tables, what the task's registration gives (a
+    Gymnasium id's time limit), the task's ``[env]`` and per-algorithm tables, then the named
+    network's fields (``network``, else the one the tables name), and last a variant's switches
+    (``[variants.<name>]``)."""
     from stridelab.algos import get
-    from stridelab.envs.registry import preset_table
+    from stridelab.envs.registry import preset_table, task_defaults
 
     entry = get(algo)
     sections = list(dict.fromkeys([entry.preset, algo]))
@@ -177,14 +183,50 @@ def preset_for(env: str, algo: str, network: str | None = None) -> dict[str, Any
     merged: dict[str, Any] = dict(presets.get("common", {}))
     for section in sections:
         merged.update(presets.get(section, {}))
-    for table in (preset_table(env), env):
-        values = presets.get(table, {})
-        merged.update({k: v for k, v in values.items() if not isinstance(v, dict)})
-        for section in sections:
-            merged.update(values.get(section, {}))
+    _merge_table(merged, presets.get(preset_table(env), {}), sections)
+    merged.update(task_defaults(env))
+    _merge_table(merged, presets.get(env, {}), sections)
     merged.update(_network_fields(presets, merged.get("network", "") if network is None else network))
     merged.update(entry.switches)  # a variant's switches are what makes it that variant
     return merged
+
+
+def _merge_table(merged: dict[str, Any], table: dict[str, Any], sections: list[str]) -> None:
+    """A simulator's or task's table into ``merged``: its own values, then its per-algorithm ones."""
+    merged.update({k: v for k, v in table.items() if not isinstance(v, dict)})
+    for section in sections:
+        merged.update(table.get(section, {}))
+
+
+def _tables_of(presets: dict[str, Any], name: str, sections: list[str]) -> list[str]:
+    """``[name]`` and its per-algorithm tables (``[name.ppo]``) that the presets hold."""
+    table = presets.get(name)
+    if not isinstance(table, dict):
+        return []
+    return [name, *(f"{name}.{s}" for s in sections if isinstance(table.get(s), dict))]
+
+
+def presets_used(env: str, algo: str) -> dict[str, Any]:
+    """Which presets a run of ``algo`` on ``env`` took: the tables of ``presets/defaults.toml``
+    that apply (``tables``), whether the task has its own (``own``), what its registration gave
+    (``registered``), and, for a task without its own, a ``note`` saying it trains with its
+    simulator family's defaults (printed when training starts and saved in ``summary.json``)."""
+    from stridelab.algos import get
+    from stridelab.envs.registry import preset_table, task_defaults
+
+    presets = load_presets()
+    sections = list(dict.fromkeys([get(algo).preset, algo]))
+    family = preset_table(env)
+    tables = {name: _tables_of(presets, name, sections) for name in (family, env)}
+    registered = task_defaults(env)
+    out = {"family": family, "own": env in presets, "tables": [t for t in ["common", *sections] if t in presets]
+           + tables[family] + tables[env], "registered": registered}
+    if not out["own"]:
+        limit = registered.get("episode_length")
+        given = f" and its registered time limit ({limit:,} steps)" if limit else ""
+        out["note"] = (f"{env} has no preset of its own: it trains with the {family} family's defaults "
+                       f"({', '.join(f'[{t}]' for t in tables[family])} in stridelab/presets/defaults.toml){given}")
+    return out
 
 
 # What the weights' shapes, meaning and initialization depend on: fixed for the life of a run.
@@ -210,10 +252,34 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
     base = TrainConfig()
     algo = overrides.get("algo", base.algo)
     env = overrides.get("env", base.env)
+    overrides = _time_limit_from_env_kwargs(overrides)
     cfg = TrainConfig(**{**preset_for(env, algo, overrides.get("network")), **overrides})
     if not cfg.run_dir:
-        cfg.run_dir = str(Path("runs") / f"{cfg.env}_{cfg.algo}_s{cfg.seed}")
+        cfg.run_dir = str(Path("runs") / f"{run_name(cfg.env)}_{cfg.algo}_s{cfg.seed}")
     return cfg
+
+
+def _time_limit_from_env_kwargs(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``max_episode_steps`` among the env arguments (as Gymnasium's tutorials pass it to
+    ``gymnasium.make``) is the run's time limit, ``episode_length``: stridelab sets the limit
+    itself, so the one number is kept once, where eval and video read it."""
+    kwargs = overrides.get("env_kwargs")
+    if not isinstance(kwargs, dict) or "max_episode_steps" not in kwargs:
+        return overrides
+    limit = kwargs["max_episode_steps"]
+    if overrides.get("episode_length", limit) != limit:
+        raise ConfigError(f"--env-kwargs max_episode_steps={limit!r} and --episode-length "
+                          f"{overrides['episode_length']!r} disagree; give the time limit once")
+    rest = {k: v for k, v in kwargs.items() if k != "max_episode_steps"}
+    return {**overrides, "env_kwargs": rest, "episode_length": limit}
+
+
+def run_name(env: str) -> str:
+    """``env`` as a directory name: a factory's function name, a ``module:EnvId``'s ``EnvId``,
+    any character a path or a shell would trip on (``/`` of a namespace, ``<lambda>``) as ``_``."""
+    from stridelab.envs.factories import short_name
+
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in short_name(env).rpartition(":")[2])
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -42,7 +42,8 @@ def run_episodes(agent: ActorCritic, env: VecEnv, seed: int, deterministic: bool
 def evaluate_agent(agent: ActorCritic, cfg: TrainConfig, episodes: int, deterministic: bool = True,
                    device: torch.device | str = "cpu", seed: int | None = None) -> torch.Tensor:
     """Undiscounted returns ``[episodes]`` of ``episodes`` fresh episodes of ``cfg``'s task."""
-    env = make_env(cfg.env, episodes, device=device, backend=cfg.backend, episode_length=cfg.episode_length)
+    env = make_env(cfg.env, episodes, device=device, backend=cfg.backend, episode_length=cfg.episode_length,
+                   env_kwargs=cfg.env_kwargs)
     try:
         returns, _ = run_episodes(agent, env, Streams(cfg.seed).evaluation() if seed is None else seed, deterministic)
     finally:

@@ -70,7 +70,7 @@ def _record_brax(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, se
 
     from stridelab.envs import make_env
 
-    env = make_env(cfg.env, 1, backend=cfg.backend, episode_length=cfg.episode_length)
+    env = make_env(cfg.env, 1, backend=cfg.backend, episode_length=cfg.episode_length, env_kwargs=cfg.env_kwargs)
     take_first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
     obs = env.reset(seed)
     states = [take_first(env.pipeline_states)]
@@ -90,10 +90,12 @@ def _record_brax(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, se
 
 def _record_gymnasium(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, seed: int, deterministic: bool,
                       width: int, height: int) -> Trajectory:
-    """The task's own MuJoCo camera (it follows the robot), rendered at every step."""
+    """The env's own frames (a MuJoCo task's camera follows the robot), rendered at every step."""
     from stridelab.envs.gymnasium import GymnasiumVecEnv
+    from stridelab.envs.registry import import_task
 
-    env = GymnasiumVecEnv(cfg.env, 1, episode_length=cfg.episode_length, render_size=(width, height))
+    env = GymnasiumVecEnv(import_task(cfg.env), 1, episode_length=cfg.episode_length, render_size=(width, height),
+                          env_kwargs=cfg.env_kwargs)
     try:
         obs = env.reset(seed)
         frames = [env.render()]

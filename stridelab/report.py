@@ -617,6 +617,8 @@ def _hyperparameter_rows(groups: dict[str, list[RunData]]) -> list[list[str]]:
         keys.remove("backend")
     if simulator_of(env) == "mujoco":  # native MuJoCo's domain randomization of the training envs
         keys.insert(keys.index("episode_length") + 1, "randomize")
+    if any(r.config.get("env_kwargs") for rs in groups.values() for r in rs):  # the env's own arguments
+        keys.insert(0, "env_kwargs")
     rows = []
     for key in keys:
         cells = []

@@ -576,12 +576,24 @@ class Runner:
 def write_summary(run_dir: Path, summary: dict[str, float], device: str | None = None,
                   command_set: dict[str, Any] | None = None) -> None:
     """``summary.json``: the final numbers, a velocity-command task's ``command_set`` table
-    (:mod:`stridelab.locomotion`) and, under ``provenance``, where they came from (versions,
-    commit, ``device`` and machine, command line, date)."""
+    (:mod:`stridelab.locomotion`), the ``presets`` the run took (its task's own, or its simulator
+    family's defaults: :func:`~stridelab.config.presets_used`) and, under ``provenance``, where
+    they came from (versions, commit, ``device`` and machine, command line, date)."""
     from stridelab.provenance import provenance
 
-    record = {**summary, **({"command_set": command_set} if command_set else {}), "provenance": provenance(device)}
+    record = {**summary, **({"command_set": command_set} if command_set else {}), **_presets(Path(run_dir)),
+              "provenance": provenance(device)}
     (Path(run_dir) / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _presets(run_dir: Path) -> dict[str, Any]:
+    """``{"presets": ...}`` for the run's task and algorithm (read from its ``config.json``)."""
+    from stridelab.config import TrainConfig, presets_used
+
+    if not (run_dir / "config.json").is_file():
+        return {}
+    cfg = TrainConfig.load(run_dir / "config.json")
+    return {"presets": presets_used(cfg.env, cfg.algo)}
 
 
 def _max_param_difference(agent: ActorCritic, comm: Comm) -> float:

@@ -88,7 +88,7 @@ def _build_and_run(cfg: TrainConfig, processes: Any, logger: Any, resumed: Resum
 
     def build(num_envs: int, shards: int | str, **options: Any) -> VecEnv:
         return make_env(cfg.env, num_envs, device=device, backend=cfg.backend, episode_length=cfg.episode_length,
-                        shards=shards, **options)
+                        shards=shards, env_kwargs=cfg.env_kwargs, **options)
 
     with ExitStack() as owned:  # the envs built here are closed here
         if env is None:  # --randomize reaches the training envs; evaluation's are nominal

@@ -41,13 +41,28 @@ def test_video_of_a_gymnasium_task(hopper_run, tmp_path):
     assert len(html.stderr.strip().splitlines()) == 1
 
 
-def test_envs_lists_both_simulators_with_sizes():
-    proc = stridelab("envs")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:] if line.strip()}
+def test_envs_lists_both_simulators_with_sizes_and_no_mujoco_warning_inside_the_table():
+    """stdout and stderr as one stream, in the order a terminal shows them: MuJoCo 4's compiler
+    warning for HalfCheetah's files (Gymnasium's and Brax's) comes once, after the table."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "stridelab", "envs"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "warp" not in line]  # JAX's optional-backend notes
+    header = next(i for i, line in enumerate(lines) if line.startswith("env "))
+    end = next(i for i in range(header + 1, len(lines)) if len(lines[i].split()) != 6)  # the first line not a row
+    rows = {line.split()[0]: line.split()[1:] for line in lines[header + 1:end]}
     assert rows["ant"][:3] == ["brax", "27", "8"]
     assert rows["swimmer"][0] == "brax"
     assert rows["Hopper-v5"][:3] == ["gymnasium", "11", "3"]
     assert rows["HalfCheetah-v5"][:3] == ["gymnasium", "17", "6"]
-    assert rows["Reacher-v5"][3] == "50"
+    assert rows["Reacher-v5"][3] == "50" and rows["Pusher-v5"][3] == "100"  # the registered time limits
+    assert rows["InvertedPendulum-v5"][4] == "family" and rows["Hopper-v5"][4] == "own"
     assert len([r for r in rows.values() if r[0] == "gymnasium"]) == 11
+    warnings = [i for i, line in enumerate(lines) if "settotalmass" in line]
+    assert len(warnings) == 1 and warnings[0] >= end, lines  # once, after the table
+    assert "MujocoWarning: MuJoCo: compiler attribute 'settotalmass' is deprecated" in lines[warnings[0]]
+    assert any("any registered Gymnasium id" in line for line in lines[end:])

@@ -33,6 +33,7 @@ from stridelab.envs.base import EnvSpec, StepResult
 BACKENDS = ("spring", "positional", "generalized", "mjx")  # Brax's physics pipelines
 PRESET_TABLE = "brax"
 CONTRACT_TASK = "hopper"  # a task that ends both ways within 100 random steps (tests/test_vecenv_contract.py)
+ENV_KWARGS = True  # make_vec_env takes env_kwargs (--env-kwargs): get_environment's keyword arguments
 
 
 def setup() -> None:
@@ -116,7 +117,8 @@ def _enable_compilation_cache() -> None:
 
 
 def env_names() -> list[str]:
-    # The registry get_environment reads, less "fast", a dummy env for Brax's own tests.
+    # The registry get_environment reads, less "fast", a dummy env for Brax's own tests. It holds
+    # the envs a user registered (brax.envs.register_environment) before calling stridelab too.
     return sorted(n for n in _import_brax_envs()._envs if n != "fast")
 
 
@@ -127,11 +129,48 @@ def validate(cfg: Any) -> None:
         close = difflib.get_close_matches(str(cfg.backend), BACKENDS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown backend {cfg.backend!r}{hint}; choose one of {', '.join(BACKENDS)}")
+    if cfg.env_kwargs:
+        _probe(cfg.env, cfg.backend, cfg.env_kwargs)
+
+
+def _probe(name: str, backend: str, env_kwargs: dict[str, Any]) -> None:
+    """Brax's env ``name`` can be made with ``env_kwargs`` (``ValueError``, one line, if not):
+    checked before a run starts, since a rejected argument otherwise surfaces mid-setup. Once
+    per process for each env, backend and arguments."""
+    import json
+
+    from stridelab.envs.arguments import call_kwargs, check_recordable
+
+    check_recordable(env_kwargs)
+    key = json.dumps([name, backend, env_kwargs], sort_keys=True)
+    if key in _probed:
+        return
+    try:
+        _make_brax_env(_import_brax_envs(), name, backend, call_kwargs(env_kwargs))
+    except TypeError as e:
+        pairs = " ".join(f"{k}={v!r}" for k, v in env_kwargs.items())
+        raise ValueError(f"--env-kwargs {pairs}: Brax's {name} rejected its arguments (TypeError: {e})") from None
+    _probed.add(key)
+
+
+_probed: set[str] = set()
+
+
+def _make_brax_env(envs: Any, name: str, backend: str, env_kwargs: dict[str, Any]) -> Any:
+    """Brax's ``get_environment``, MuJoCo's warnings on loading the model reported once."""
+    from stridelab.envs.model_warnings import mujoco_warnings
+
+    with mujoco_warnings():
+        return envs.get_environment(name, backend=backend, **env_kwargs)
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str = "spring", shards: int | str = "auto") -> BraxVecEnv:
-    return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device, shards=shards)
+                 backend: str = "spring", shards: int | str = "auto",
+                 env_kwargs: dict[str, Any] | None = None) -> BraxVecEnv:
+    from stridelab.envs.arguments import call_kwargs
+
+    return BraxVecEnv(name, num_envs, backend=backend, episode_length=episode_length, device=device, shards=shards,
+                      **call_kwargs(env_kwargs))
 
 
 # XLA's CPU compiler generates code for fused ops with its newer "fusion emitters" by default.
@@ -263,7 +302,7 @@ class BraxVecEnv:
         if backend not in BACKENDS:
             raise ValueError(f"unknown Brax backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         try:
-            self._env = envs.get_environment(name, backend=backend, **env_kwargs)
+            self._env = _make_brax_env(envs, name, backend, env_kwargs)
         except ValueError as e:
             if "backend" not in str(e).lower():
                 raise
