@@ -342,7 +342,7 @@ class CompareJob:
     ray_address: str | None = None
     ray_cpus_per_run: float = 1.0
     ray_gpus_per_run: float = 0.0
-    video_steps: int = 200
+    video_steps: int | None = None  # None: the task's scripted commands, or stridelab video's default length
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
@@ -362,7 +362,7 @@ class CompareJob:
             check_positive_int(flag_name(name), getattr(self, name))
         if self.jobs is not None:
             check_positive_int("--jobs", self.jobs)
-        if not _has_type(self.video_steps, int) or self.video_steps < 0:
+        if self.video_steps is not None and (not _has_type(self.video_steps, int) or self.video_steps < 0):
             raise ConfigError(f"--video-steps must be >= 0, got {self.video_steps}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(f"--out {str(self.out)!r} is a file, not a directory")
@@ -416,7 +416,7 @@ def run_compare(job: CompareJob) -> Path:
         failed = run_grid(specs, job.env, job.total_steps, extra, jobs)
     if failed:
         raise ConfigError(f"{len(failed)} run(s) failed: {', '.join(s.name for s in failed)}; see their logs in {out}")
-    if job.video_steps:
+    if job.video_steps != 0:
         try:
             render_best(out, specs, steps=job.video_steps)
         except Exception as e:  # noqa: BLE001 - the report matters more than its animations
@@ -714,7 +714,7 @@ def report(out: str | Path) -> Report:
 
 def compare(env: str = "ant", algos: list[str] | tuple[str, ...] = ("trpo", "ppo"), seeds: int = 3,
             total_steps: int = 1_500_000, out: str | Path = "runs/compare", jobs: int | None = None,
-            video_steps: int = 200, launcher: str = "local", **settings: Any) -> Report:
+            video_steps: int | None = None, launcher: str = "local", **settings: Any) -> Report:
     """Train every (algorithm, seed) with the same budget and write the report, as
     ``stridelab compare`` does (started again, it skips finished runs and resumes the rest).
 

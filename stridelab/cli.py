@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--ray-address", default=None, help="Ray cluster to run on (default: start a local one)")
     p_cmp.add_argument("--ray-cpus-per-run", type=_number(float), default=1.0, help="cores each Ray task asks for")
     p_cmp.add_argument("--ray-gpus-per-run", type=_number(float), default=0.0, help="GPUs each Ray task asks for")
-    p_cmp.add_argument("--video-steps", type=_number(int), default=200, help="steps in each best-policy video (0: none)")
+    p_cmp.add_argument("--video-steps", type=_number(int), default=None,
+                       help="steps in each best-policy video (0: none; default: the task's scripted commands, "
+                            "e.g. Go1's, or 300)")
 
     p_rep = sub.add_parser("report", help="write report.md and report.html for a compare directory",
                            description="Learning curves with 95% CIs, IQM, probability of improvement, speed, "

@@ -296,10 +296,11 @@ def check_budgets(specs: list[RunSpec], total_steps: int) -> None:
 VIDEO_SEED = 0  # every best policy is filmed from the start state this seed draws
 
 
-def render_best(out: Path, specs: list[RunSpec], steps: int = 200) -> dict[str, dict[str, str]]:
+def render_best(out: Path, specs: list[RunSpec], steps: int | None = None) -> dict[str, dict[str, str]]:
     """GIF and MP4 of each algorithm's best seed (by final evaluation return), each from the
     same start state, and, with two algorithms or more, all of them side by side in one video
-    (``media/side_by_side.mp4``, its GIF for the report)."""
+    (``media/side_by_side.mp4``, its GIF for the report). ``steps``: at most that many env
+    steps (default: :func:`~stridelab.render.record_episode`'s, the task's whole script)."""
     from stridelab.evaluate import load_agent
     from stridelab.render import record_episode, render_frames
 
