@@ -44,9 +44,10 @@ from mujoco import batch as mj_batch
 from mujoco import rollout as mj_rollout
 
 from stridelab.cores import CoreMeter, affinity
-from stridelab.envs.go1 import SUBSTEPS, Go1Config, build_model
+from stridelab.envs.go1 import NAME, SUBSTEPS, Go1Config, build_model
 from stridelab.envs.mujoco import make_vec_env
 
+TASK = NAME  # the task whose model every part steps (benchmarks/throughput.py --env TASK reuses the steppers)
 PARTS = ("loop", "batch-1", "batch", "rollout", "pool", "env")
 FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 ACTION_SCALE = Go1Config().action_scale
@@ -126,7 +127,7 @@ def pool_stepper(model: mujoco.MjModel, n: int, threads: int) -> Callable[[np.nd
 
 
 def env_stepper(model: mujoco.MjModel, n: int, threads: int) -> Callable[[np.ndarray], None]:
-    env = make_vec_env("Go1JoystickFlatTerrain", n, shards=threads)
+    env = make_vec_env(TASK, n, shards=threads)
     env.reset(0)
     g = torch.Generator().manual_seed(0)
 

@@ -46,6 +46,21 @@ Measured:
 * ``sb3-ppo`` / ``sb3-trpo``: Stable-Baselines3 PPO and sb3-contrib TRPO on Gymnasium's Ant-v5
   (MuJoCo, one env, their defaults).
 
+On a native MuJoCo task (``--env Go1JoystickFlatTerrain``; issue 30) the table is another,
+measured in rounds so the machine's drift cancels: ``--repeats`` rounds (default 3), each the
+simulator (a process measuring, one after the other, for ``--seconds`` each (default 4): ``loop``,
+a single-threaded ``mujoco.mj_step`` loop over the batch; ``batch``, ``mujoco.batch.Batch`` on
+every core, what the env steps: "the simulator alone"; ``env``, the whole ``MujocoVecEnv.step``;
+benchmarks/mujoco_throughput.py's steppers, the same batch of ``--num-envs`` (default: the
+task's preset, 256) under random joint targets) and, each after a simulator measurement,
+``stridelab train`` with the task's presets for ``stridelab-ppo`` and ``stridelab-trpo`` (steady
+state, the first iteration and start-up excluded), and the simulator once more at the end. The
+ratios: ``x loop``, each simulator part to the loop of the same process; ``x simulator`` and
+``x env``, training to the mean of the simulator measurements just before and after it; medians
+over the rounds, with the range. The table also says how many cores other programs kept busy
+meanwhile (``stridelab.cores.CoreMeter``): on a busy machine the ratios are not a quiet one's.
+JSON: ``benchmarks/results/throughput_<env>.json`` unless ``--out``.
+
 ``CPU us/step``: CPU time of the measuring process (every thread, XLA's and torch's) per env step,
 in microseconds, steady state. Where the simulator alone keeps every core busy, this is what a
 training run's steps cost next to the simulator's, whatever the threads' overlap: a run can reach
@@ -161,9 +176,46 @@ def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) 
     return {"sps": num_envs * steps / (time.perf_counter() - t), "first_update_s": first}
 
 
+def _mujoco_benchmark():  # noqa: ANN202
+    """benchmarks/mujoco_throughput.py (its steppers), whether this file runs as a script (its
+    folder on ``sys.path``) or is imported as ``benchmarks.throughput`` (the repository's)."""
+    if __package__:
+        from benchmarks import mujoco_throughput
+    else:
+        import mujoco_throughput
+    return mujoco_throughput
+
+
+MUJOCO_SIM_PARTS = ("loop", "batch", "env")  # mujoco_throughput's steppers, in the order measured
+MUJOCO_TRAINERS = ("stridelab-ppo", "stridelab-trpo")
+
+
+def mujoco_simulator(env_name: str, num_envs: int, seconds: float) -> dict:
+    """The native MuJoCo task's physics in this process, one part after the other, each for
+    ``seconds``: :data:`MUJOCO_SIM_PARTS` (``loop`` on one thread, ``batch`` and ``env`` on every
+    core this process may use), from the same start under the same random joint targets."""
+    from stridelab.cores import CoreMeter, affinity
+
+    bench = _mujoco_benchmark()
+    if env_name != bench.TASK:
+        raise SystemExit(f"the MuJoCo simulator parts step {bench.TASK}'s model "
+                         f"(benchmarks/mujoco_throughput.py), not {env_name!r}")
+    model, cores = bench.build_model(), len(affinity())
+    steppers = {part: bench.STEPPERS[part][0](model, num_envs, cores if bench.STEPPERS[part][1] else 1)
+                for part in MUJOCO_SIM_PARTS}
+    first = time.perf_counter() - _T0
+    meter = CoreMeter()
+    out: dict = {part: bench.measure(steppers[part], model, num_envs, seconds) for part in MUJOCO_SIM_PARTS}
+    import mujoco
+
+    out.update(others_busy=meter.others_busy(), threads=cores, first_update_s=first, mujoco=mujoco.__version__)
+    return out
+
+
 def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, iterations: int, fused: bool = True,
                        overlap: bool = True, shards: str = "auto") -> dict:
     from stridelab.config import build_config
+    from stridelab.cores import CoreMeter
     from stridelab.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
@@ -172,9 +224,11 @@ def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, it
                             "overlap_critic": overlap, "env_shards": shards})
         cfg.total_steps = cfg.batch_size * (iterations + 1)
         before_train = time.perf_counter() - _T0
+        meter = CoreMeter()
         summary = train(cfg)
     steady = summary["time/rollout_s"] + summary["time/batch_s"] + summary["time/update_s"]
     return {
+        "others_busy": meter.others_busy(),  # cores other programs kept busy while it trained
         "sps": summary["time/steady_sps"],
         "first_update_s": before_train + summary["time/first_update_s"],
         "rollout_fraction": summary["time/rollout_s"] / steady,
@@ -284,6 +338,8 @@ def run_part(args: argparse.Namespace) -> dict:
     part, n = args.part, args.num_envs
     if part in ("simulator", "simulator-again", "simulator-sharded"):
         out = simulator(args.env, n, args.backend, args.seconds, sharded=part == "simulator-sharded")
+    elif part == "mujoco-simulator":
+        out = mujoco_simulator(args.env, n, args.seconds)
     elif part == "pinned-processes":
         out = pinned_processes(args)
     elif part == "simulator-torch":
@@ -421,6 +477,115 @@ def median_of(runs: list[dict]) -> dict:
     return row
 
 
+def mujoco_table(args: argparse.Namespace) -> dict:
+    """A native MuJoCo task (issue 30): the simulator (loop, batch, env) and training, in
+    ``--repeats`` rounds, each training run between two simulator measurements."""
+    from tqdm import tqdm
+
+    order = ["mujoco-simulator"] + [x for _ in range(args.repeats) for p in args.parts for x in (p, "mujoco-simulator")]
+    runs = [(part, child(args, part, args.num_envs)) for part in tqdm(order, desc="throughput", unit="part")]
+    results = mujoco_results(runs)
+    results.update(env=args.env, simulator="mujoco", num_envs=args.num_envs, seconds=args.seconds,
+                   iterations=args.iterations, repeats=args.repeats, cpu_count=os.cpu_count())
+    print()
+    print(mujoco_report(results))
+    write(results, Path(args.out))
+    return results
+
+
+def mujoco_results(runs: list[tuple[str, dict]]) -> dict:
+    """``runs``: (part, its child's output) in the order measured -> each row's median ratios.
+    Simulator parts: steps/s and ratio to the loop of the same measurement. Training: ratio to
+    the mean ``batch`` (``x_simulator``) and ``env`` (``x_env``) of the simulator measurements just
+    before and after it."""
+    sims = [(i, r) for i, (p, r) in enumerate(runs) if p == "mujoco-simulator" and "loop" in r]
+    parts: dict = {}
+    for name in MUJOCO_SIM_PARTS:
+        rows = [{"sps": r[name]["steps_per_s"], "us_per_step": r[name]["us_per_step"],
+                 "x_loop": r[name]["steps_per_s"] / r["loop"]["steps_per_s"]} for _, r in sims]
+        if rows:
+            parts[name] = _median_row(rows, "x_loop")
+    repeats: dict[str, list[dict]] = {}
+    for i, (part, r) in enumerate(runs):
+        if part == "mujoco-simulator":
+            continue
+        near = [s for s in (_nearest(sims, i, -1), _nearest(sims, i, +1)) if s is not None]
+        if "sps" in r and near:
+            for key, name in (("x_simulator", "batch"), ("x_env", "env")):
+                around = sum(s[name]["steps_per_s"] for s in near) / len(near)
+                r[f"{name}_around_sps"], r[key] = around, r["sps"] / around
+        repeats.setdefault(part, []).append(r)
+    for part, rs in repeats.items():
+        parts[part] = median_of(rs)
+        if len(rs) > 1 and all("x_env" in r for r in rs):
+            env = sorted(r["x_env"] for r in rs)
+            parts[part]["x_env_median"], parts[part]["x_env_range"] = env[(len(env) - 1) // 2], [env[0], env[-1]]
+    busy = [r["others_busy"] for _, r in runs if "others_busy" in r]
+    mujoco_version = next((r["mujoco"] for _, r in sims), None)
+    return {"parts": parts, "runs": [{"part": p, **r} for p, r in runs], "mujoco": mujoco_version,
+            "threads": next((r["threads"] for _, r in sims), None),
+            "others_busy_range": [min(busy), max(busy)] if busy else None,
+            "acceptance": {"batch_x_loop": parts.get("batch", {}).get("x_loop"),
+                           **{f"{p}_x_simulator": parts[p].get("x_simulator") for p in MUJOCO_TRAINERS if p in parts}}}
+
+
+def _nearest(sims: list[tuple[int, dict]], i: int, direction: int) -> dict | None:
+    """The simulator measurement just before (``direction`` -1) or after (+1) run ``i``."""
+    found = [r for j, r in sims if (j - i) * direction > 0]
+    return (found[-1] if direction < 0 else found[0]) if found else None
+
+
+def _median_row(rows: list[dict], key: str) -> dict:
+    """The row whose ``key`` is the median (the lower middle one), with the range and every row."""
+    ordered = sorted(rows, key=lambda r: r[key])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row[f"{key}_range"], row["repeats"] = [ordered[0][key], ordered[-1][key]], rows
+    return row
+
+
+# Issue 30's acceptance: the batched simulator >= 1.8 x the loop, training >= 0.6 x the simulator.
+MUJOCO_GOALS = {"batch": ("x_loop", 1.8), "stridelab-ppo": ("x_simulator", 0.6), "stridelab-trpo": ("x_simulator", 0.6)}
+
+
+def mujoco_report(results: dict) -> str:
+    """The table :func:`mujoco_table` prints."""
+    busy = results.get("others_busy_range")
+    lines = [f"{results.get('env')} (native MuJoCo {results.get('mujoco')}), {results.get('num_envs')} envs, "
+             f"{results.get('threads')} thread(s) for the batch; median of {results.get('repeats')} round(s)"
+             + (f"; other programs kept {busy[0]:.2f}-{busy[1]:.2f} cores busy" if busy else "")]
+    if busy and busy[1] > 0.2:
+        lines.append("  (a busy machine: the ratios below are not a quiet machine's)")
+
+    def ratio(r: dict, key: str) -> str:
+        if r.get(key) is None:
+            return ""
+        lo_hi = r.get(f"{key}_range")
+        return f"{r[key]:.2f}" + (f" ({lo_hi[0]:.2f}-{lo_hi[1]:.2f})" if lo_hi and len(r.get("repeats", [])) > 1 else "")
+
+    lines.append(f"{'measurement':<19}{'steps/s':>9}{'us/step':>9}{'x loop':>18}{'x simulator':>18}{'x env':>18}"
+                 f"{'rollout us':>11}{'update us':>10}{'CPU us/step':>12}{'first update':>13}")
+    labels = {"loop": "loop (1 thread)", "batch": "batch (simulator)", "env": "env"}
+    for part, r in results["parts"].items():
+        if "sps" not in r:
+            lines.append(f"{part:<19}{'failed':>9}")
+            continue
+        env = dict(r, x_env=r.get("x_env_median", r.get("x_env")))
+        us = 1e6 / r["sps"]
+        phases = [f"{us * r[k]:.1f}" if k in r else "" for k in ("rollout_fraction", "update_fraction")]
+        cpu = f"{r['cpu_us_per_step']:.1f}" if r.get("cpu_us_per_step") else ""
+        first = f"{r['first_update_s']:.1f}s" if "first_update_s" in r and part.startswith("stridelab-") else ""
+        lines.append(f"{labels.get(part, part):<19}{r['sps']:>9,.0f}{us:>9.1f}{ratio(r, 'x_loop'):>18}"
+                     f"{ratio(r, 'x_simulator'):>18}{ratio(env, 'x_env'):>18}{phases[0]:>11}{phases[1]:>10}{cpu:>12}"
+                     f"{first:>13}")
+    verdicts = []
+    for part, (key, goal) in MUJOCO_GOALS.items():
+        value = results["parts"].get(part, {}).get(key)
+        if value is not None:
+            verdicts.append(f"{part} {key.replace('_', ' ')} {value:.2f} (>= {goal}: {'met' if value >= goal else 'NOT met'})")
+    lines.append("acceptance: " + "; ".join(verdicts))
+    return "\n".join(lines)
+
+
 def time_to_return(args: argparse.Namespace) -> None:
     """Wall-clock to the first evaluation return >= ``--time-to-return``, each trainer in turn."""
     parts = [f"{t}-to-return" for t in args.trainers]
@@ -483,13 +648,27 @@ def write(results: dict, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def _is_native_mujoco(env_name: str) -> bool:
+    """Whether ``env_name`` is one of native MuJoCo's tasks (Go1), not Brax's."""
+    try:
+        from stridelab.envs.mujoco import env_names
+    except ImportError:  # no mujoco installed: a Brax run needs none
+        return False
+    return env_name in env_names()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="ant")
     p.add_argument("--backend", default="spring")
-    p.add_argument("--num-envs", type=int, default=2048)
-    p.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
-    p.add_argument("--seconds", type=float, default=15.0, help="timed seconds for the simulator parts")
+    p.add_argument("--num-envs", type=int, default=None,
+                   help="default: 2048 on Brax, the task's preset on native MuJoCo (256 for Go1)")
+    p.add_argument("--parts", nargs="+", default=None, choices=PARTS,
+                   help=f"default: all of them on Brax; {' '.join(MUJOCO_TRAINERS)} on native MuJoCo (the simulator "
+                        f"is always measured there)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="timed seconds for the simulator parts (default 15 on Brax; 4 for each of loop, batch and env "
+                        "on native MuJoCo)")
     p.add_argument("--iterations", type=int, default=12, help="training iterations after the first")
     p.add_argument("--brax-steps", type=int, default=1_000_000, help="env steps for Brax's PPO")
     p.add_argument("--sb3-steps", type=int, default=10_240, help="timed env steps for SB3")
@@ -501,17 +680,39 @@ def main() -> None:
     p.add_argument("--trainers", nargs="+", default=TRAINERS, choices=TRAINERS, help="--time-to-return: which")
     p.add_argument("--eval-every", type=int, default=500_000, help="--time-to-return: steps between evaluations")
     p.add_argument("--repeats", type=int, default=3,
-                   help="times each stridelab training part is measured; the table shows the median ratio")
+                   help="times each stridelab training part is measured (native MuJoCo: rounds of the simulator and "
+                        "each training part); the table shows the median ratio")
     p.add_argument("--no-bracket", dest="bracket", action="store_false",
                    help="measure the simulator only where --parts says, not between every two measurements")
     p.add_argument("--scaling", action="store_true", help="steps/s against --num-envs-list instead of the table")
     p.add_argument("--num-envs-list", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096, 8192])
     p.add_argument("--plot", default="docs/img/throughput_scaling.png")
-    p.add_argument("--out", default="benchmarks/results/throughput.json")
+    p.add_argument("--out", default=None,
+                   help="default: benchmarks/results/throughput.json on Brax, throughput_ENV.json on native MuJoCo")
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: run one measurement
     args = p.parse_args()
     if args.repeats < 1:
         p.error(f"--repeats {args.repeats}: must be at least 1")
+    # A native MuJoCo task (asked only here, not in a measuring child: Brax's parts import nothing of it).
+    native = args.part is None and _is_native_mujoco(args.env)
+    if native:
+        if args.scaling or args.time_to_return:
+            p.error(f"--env {args.env} (native MuJoCo): --scaling and --time-to-return are Brax's; the table only")
+        parts = args.parts or list(MUJOCO_TRAINERS)
+        if any(part not in MUJOCO_TRAINERS for part in parts):
+            p.error(f"--env {args.env} (native MuJoCo) measures the simulator and {', '.join(MUJOCO_TRAINERS)}; "
+                    f"not {', '.join(x for x in parts if x not in MUJOCO_TRAINERS)}")
+        args.parts = parts
+        if args.num_envs is None:
+            from stridelab.config import build_config
+
+            args.num_envs = build_config({"algo": "ppo", "env": args.env, "run_dir": "unused"}).num_envs
+        args.seconds = 4.0 if args.seconds is None else args.seconds
+        args.out = args.out or f"benchmarks/results/throughput_{args.env}.json"
+    args.parts = args.parts or PARTS
+    args.num_envs = 2048 if args.num_envs is None else args.num_envs
+    args.seconds = 15.0 if args.seconds is None else args.seconds
+    args.out = args.out or "benchmarks/results/throughput.json"
     if args.brax_devices is None:
         from stridelab.cores import affinity
 
@@ -520,6 +721,8 @@ def main() -> None:
         print(json.dumps(run_part(args)))
     elif args.time_to_return:
         time_to_return(args)
+    elif native:
+        mujoco_table(args)
     elif args.scaling:
         scaling(args)
     else:

@@ -119,6 +119,11 @@ def start_collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: R
 
 @torch.no_grad()
 def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+    with torch_threads(getattr(env, "policy_threads", None) if obs.device.type == "cpu" else None):
+        return _step_by_step(env, agent, obs, storage)
+
+
+def _step_by_step(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
     info: dict[str, float] = {}
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
@@ -136,6 +141,27 @@ def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storag
         obs = res.obs
     storage.env_info = {key: total / storage.num_steps for key, total in info.items()}
     return obs
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` of torch's CPU threads (at most as many as it has; ``None``: as it is).
+
+    An env stepping its batch on threads of its own (native MuJoCo's, every core) names
+    ``policy_threads = 1``: torch's OpenMP workers keep spinning for a while after each of the
+    policy's kernels, on the cores the physics runs on next, and the policy's few small matrix
+    products gain little from a second thread (docs/benchmarks.md, "Native MuJoCo simulator").
+    The same computation at any thread count (bit for bit with this machine's torch build;
+    ``--torch-threads N`` runs repeat either way)."""
+    before = torch.get_num_threads()
+    if n is None or n >= before:
+        yield
+        return
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager

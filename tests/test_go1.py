@@ -196,6 +196,27 @@ def test_the_simulator_builds_it_by_name_on_the_threads_asked_for():
     env.close()
 
 
+def test_the_rollout_runs_the_policy_on_one_torch_thread_then_gives_the_others_back(monkeypatch):
+    """The batch steps on threads of its own; torch's workers, spinning after the policy's kernels,
+    would slow it (MujocoVecEnv.policy_threads, docs/benchmarks.md)."""
+    from stridelab.models import ActorCritic
+    from stridelab.rollout import RolloutStorage, collect
+
+    env = go1(4)
+    agent = ActorCritic(env.spec.obs_dim, env.spec.act_dim, hidden_sizes=(8,))
+    threads, act = [], agent.act
+    monkeypatch.setattr(agent, "act", lambda obs: (threads.append(torch.get_num_threads()), act(obs))[1])
+    storage = RolloutStorage(3, 4, env.spec.obs_dim, env.spec.act_dim, torch.device("cpu"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        collect(env, agent, env.reset(0), storage)
+        assert threads == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    env.close()
+
+
 def test_without_network_or_local_copy_the_error_says_how_to_get_the_model(monkeypatch, tmp_path):
     from stridelab.envs.menagerie import robot_spec
 

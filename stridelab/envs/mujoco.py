@@ -147,6 +147,10 @@ class MujocoVecEnv:
         threads: threads stepping the batch (``auto``: every core this process may use).
     """
 
+    policy_threads = 1
+    """torch threads for the policy between steps (:func:`stridelab.rollout.torch_threads`): the
+    physics runs on every core on the batch's own threads, which torch's spinning workers would slow."""
+
     def __init__(self, task: Task, num_envs: int, episode_length: int = 1000, device: torch.device | str = "cpu",
                  threads: int | str = "auto") -> None:
         self.task, self.num_envs, self.device = task, int(num_envs), torch.device(device)
