@@ -19,14 +19,21 @@ _HPARAM_TYPES = (bool, int, float, str)
 class TensorBoardLog:
     """``run_dir/tb``'s events. ``purge_step``: a resume's first new step; events an earlier
     process logged from there on (after its last checkpoint) are hidden, so the curve has no
-    step twice."""
+    step twice. The event file is opened at the first record (as Lightning's logger did): a
+    run stopped during start-up leaves none."""
 
     def __init__(self, run_dir: str | Path, purge_step: int | None = None, enabled: bool = True) -> None:
-        self.writer = None
-        if enabled:
+        self.log_dir, self.purge_step, self.enabled = Path(run_dir) / "tb", purge_step, enabled
+        self._writer: Any = None
+
+    @property
+    def writer(self) -> Any:
+        """torch's ``SummaryWriter``, opened on first use; ``None`` where this process does not write."""
+        if self._writer is None and self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge_step)
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.purge_step)
+        return self._writer
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -46,7 +53,7 @@ class TensorBoardLog:
 
     def finalize(self, status: str) -> None:
         """Flush and close (``status``: ``success`` or ``interrupted``, for the log's readers)."""
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+        self.enabled, self._writer = False, None
