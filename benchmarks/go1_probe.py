@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import glob
 import json
 import sys
 import time
@@ -27,6 +26,7 @@ from stridelab.config import build_config
 from stridelab.envs.go1 import REWARD_WEIGHTS, Go1Config
 from stridelab.envs.mujoco import make_vec_env
 from stridelab.provenance import provenance
+from stridelab.report import read_scalars
 from stridelab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,15 +53,6 @@ def _pairs(items: list[str]) -> dict:
     return out
 
 
-def _last_scalars(run_dir: str, prefixes: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(sorted(glob.glob(f"{run_dir}/tb/**/events*", recursive=True))[-1])
-    events.Reload()
-    return {tag: [(int(s.step), round(float(s.value), 5)) for s in events.Scalars(tag)]
-            for tag in events.Tags()["scalars"] if tag.startswith(prefixes)}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True)
@@ -84,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         env.close()
     summary = json.loads((Path(run_dir) / "summary.json").read_text())  # with the command set's table
-    curves = _last_scalars(run_dir, ("eval/", "reward/", "losses/entropy"))
+    curves = {tag: [(int(step), round(float(v), 5)) for step, v in series]
+              for tag, series in read_scalars(Path(run_dir)).items() if tag.startswith(("eval/", "reward/", "losses/entropy"))}
     record = {"what": f"Go1 probe {args.name}", "command": "python benchmarks/go1_probe.py " + " ".join(sys.argv[1:]),
               "task_changes": {k: v for k, v in task.items() if k != "reward_weights"},
               "reward_weight_changes": {k: v for k, v in weights.items() if REWARD_WEIGHTS[k] != v},

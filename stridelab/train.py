@@ -137,7 +137,10 @@ class OneProcess:
     global_rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    is_global_zero: bool = True
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
 
 
 def _launch(cfg: TrainConfig, device: str, purge_step: int | None = None) -> tuple[Any, TensorBoardLog]:
