@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = f"runs/go1-probes/{args.name}-s{args.seed}"
     cfg = build_config({"env": "Go1JoystickFlatTerrain", "algo": args.algo, "seed": args.seed,
                         "total_steps": args.total_steps, "run_dir": run_dir, "progress": False, **_pairs(args.set)})
-    env = make_vec_env(cfg.env, cfg.num_envs, episode_length=cfg.episode_length, config=Go1Config(**task))
+    env = make_vec_env(cfg.env, cfg.num_envs, episode_length=cfg.episode_length, config=Go1Config(**task),
+                       randomization=cfg.randomize)
     start = time.time()
     try:
         train(cfg, env=env)

@@ -347,6 +347,8 @@ class Runner:
         """Collect a rollout, make the batch, update; returns the update's metrics with the
         phases' seconds (``charts/*_seconds``)."""
         self.algo.set_progress(self.progress.iteration / last)
+        if hasattr(self.env, "set_progress"):  # an env's curriculum (Go1's cost curriculum)
+            self.env.set_progress(self.progress.iteration / last)
         t0 = time.perf_counter()
         self.collect()
         t1 = time.perf_counter()  # with a rollout started during the last update: the wait for it

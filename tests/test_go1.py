@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from stridelab.envs.go1 import (FEET, FOOT_RADIUS, KP, OBSERVATION, REWARDS, Go1Config, Go1Joystick, Randomization,
+from stridelab.envs.go1 import (FEET, FOOT_RADIUS, KP, OBSERVATION, REWARD_WEIGHTS, REWARDS, Go1Config, Go1Joystick, Randomization,
                                 build_model)
 from stridelab.envs.mujoco import MujocoVecEnv, make_vec_env
 from stridelab.errors import ConfigError
@@ -241,3 +241,22 @@ def test_held_commands_survive_redraws_and_resets():
     for _ in range(5):
         obs = env.step(torch.zeros(3, 12)).obs
     assert not np.array_equal(obs[:, SLICES["command"]].numpy(), held.astype(np.float32))
+
+
+def test_the_cost_curriculum_scales_the_penalties_by_training_progress_and_nothing_else():
+    """Hwangbo et al. 2019: penalty terms x (start -> 1 over the ramp); tracking, pose, air time and
+    the fall's penalty untouched; an env never told its progress (evaluation) pays the full penalties."""
+    actions = [torch.full((4, 12), 0.3 * (-1) ** t) for t in range(20)]
+    full = go1(4, config=EXACT)
+    rollout(full, 5, actions)
+    assert full.info["reward/action_rate"] < 0 and full.info["reward/torques"] < 0  # penalties to scale
+    expected = {"none": 1.0, 0.0: 0.3, 0.25: 0.65, 0.5: 1.0, 0.9: 1.0}
+    for progress, scale in expected.items():
+        env = go1(4, config=dataclasses.replace(EXACT, penalty_curriculum=(0.3, 0.5)))
+        if progress != "none":
+            env.set_progress(progress)
+        rollout(env, 5, actions)
+        for term, value in env.info.items():
+            weight = REWARD_WEIGHTS[term.removeprefix("reward/")]
+            factor = scale if weight < 0 and term != "reward/termination" else 1.0
+            assert value == pytest.approx(factor * full.info[term], rel=1e-9, abs=1e-12), (progress, term)

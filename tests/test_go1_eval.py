@@ -127,26 +127,34 @@ def go1_run(tmp_path_factory):
     train_module = importlib.import_module("stridelab.train")  # (stridelab.train is also the function)
 
     run = tmp_path_factory.mktemp("go1") / "ppo_s1"
-    built = []
+    built, progress = [], []
 
     def recording(*args, **kwargs):
         built.append(kwargs)
-        return make_env(*args, **kwargs)
+        env = make_env(*args, **kwargs)
+        told, which = env.set_progress, len(built)
+        env.set_progress = lambda fraction: (progress.append((which, fraction)), told(fraction))
+        return env
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "make_env", recording)
         train_module.train(TrainConfig(**{**TINY, "run_dir": str(run)}))
-    return run, built
+    return run, built, progress
 
 
 def test_the_training_envs_are_randomized_and_the_evaluation_envs_nominal(go1_run):
-    run, built = go1_run
+    run, built, _ = go1_run
     assert built[0]["randomization"] == "all" and "randomization" not in built[1]  # train, then eval
     assert json.loads((run / "config.json").read_text())["randomize"] == "all"
 
 
+def test_training_tells_its_envs_where_it_stands_before_each_rollout(go1_run):
+    _, _, progress = go1_run  # the task's cost curriculum reads it; evaluation envs never hear it
+    assert progress == [(1, 0.0), (1, 0.5)]
+
+
 def test_tensorboard_has_reward_terms_and_command_set_metrics(go1_run):
-    run, _ = go1_run
+    run, _, _ = go1_run
     scalars = read_scalars(run)
     assert {"reward/tracking_lin_vel", "reward/feet_slip", "reward/termination"} <= set(scalars)
     assert [s for s, _ in scalars["reward/tracking_lin_vel"]] == [512, 1024]  # one point per iteration
@@ -160,7 +168,7 @@ def test_tensorboard_has_reward_terms_and_command_set_metrics(go1_run):
 
 
 def test_stridelab_eval_prints_the_command_table_and_json_holds_it(go1_run, capsys):
-    run, _ = go1_run
+    run, _, _ = go1_run
     assert main(["eval", str(run), "--episodes", "2", "--envs-per-command", "1"]) == 0
     out = capsys.readouterr().out
     assert "velocity tracking over 7 commands, 1 episode each" in out
@@ -179,7 +187,7 @@ def test_stridelab_eval_prints_the_command_table_and_json_holds_it(go1_run, caps
 
 
 def test_the_report_tabulates_and_plots_the_command_set_per_algorithm(go1_run, tmp_path):
-    run, _ = go1_run
+    run, _, _ = go1_run
     shutil.copytree(run, tmp_path / "ppo_s1")
     mine = json.loads((run / "summary.json").read_text())["command_set"]
     for seed, error in ((1, 0.1), (2, 0.3)):  # hand-made TRPO runs: mean error 0.2 m/s

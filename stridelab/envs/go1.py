@@ -141,6 +141,10 @@ class Go1Config:
     min_base_height: float = 0.12  # m, a fall (ours: the trunk box's bottom is 0.057 m below its centre)
     reset_velocity: float = 0.5  # m/s and rad/s: base velocities drawn at reset, uniform +-
     reward_weights: dict[str, float] = field(default_factory=lambda: dict(REWARD_WEIGHTS))
+    # Hwangbo et al. 2019's cost curriculum: the penalty terms (negative weights but termination's)
+    # are scaled by ``start`` when training begins, growing linearly to 1 over the first ``ramp``
+    # of training. (1.0, 0.0): the full penalties throughout. Outside training the scale is 1.
+    penalty_curriculum: tuple[float, float] = (1.0, 0.0)  # (start, ramp: a fraction of training)
     randomization: Randomization = Randomization()
     friction_range: tuple[float, float] = (0.4, 1.0)  # feet's sliding friction (Playground's floor range)
     payload_kg: tuple[float, float] = (-1.0, 2.0)  # added to the trunk (legged_gym -1..1, plus a 2 kg payload)
@@ -358,6 +362,7 @@ class Go1Joystick:
         self.obs_dim = sum(size for _, size, _, _ in OBSERVATION)
         self.act_dim = self.model.nu
         self.info: dict[str, float] = {}
+        self.penalty_scale = 1.0  # the cost curriculum's factor now (set_progress)
         self.held: np.ndarray | None = None  # see hold_commands
         self._index(self.model)
         self._allocate(0)
@@ -470,17 +475,25 @@ class Go1Joystick:
             sim.qvel[due, 0:2] += rng.uniform(-v, v, (due.size, 2))  # world frame, the free joint's
             self.push_timer[due] = _steps(self.cfg.push_interval_s, due.size, rng)
 
+    def set_progress(self, fraction_done: float) -> None:
+        """Where training stands (0 to 1): sets the cost curriculum's penalty scale."""
+        start, ramp = self.cfg.penalty_curriculum
+        self.penalty_scale = 1.0 if ramp <= 0 else start + (1.0 - start) * min(1.0, fraction_done / ramp)
+
     def evaluate(self, sim: Any, action: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(reward [N], terminated [N])`` of the step just simulated; then the task moves on
         (swing clocks, the last action, command redraws)."""
         s = self.signals(sim, action)
         weights = self.cfg.reward_weights
-        terms = {name: weights[name] * f(s, self) for name, f in REWARDS.items()}
+        terms = {name: self._weight(name, weights[name]) * f(s, self) for name, f in REWARDS.items()}
         fall = terms.pop("termination")
         reward = (np.maximum(sum(terms.values()), 0.0) + fall) * CTRL_DT  # legged_gym: the penalty after the floor
         self.info = {f"reward/{name}": float(np.mean(v)) * CTRL_DT for name, v in {**terms, "termination": fall}.items()}
         self._advance(s, action, rng)
         return reward, s.fell
+
+    def _weight(self, name: str, weight: float) -> float:
+        return weight * self.penalty_scale if weight < 0 and name != "termination" else weight
 
     def signals(self, sim: Any, action: np.ndarray) -> Signals:
         data, c = sim.sensordata, self.cols

@@ -168,6 +168,11 @@ class MujocoVecEnv:
         """The last step's parts, averaged over the batch (``reward/<term>``, ...)."""
         return self.task.info
 
+    def set_progress(self, fraction_done: float) -> None:
+        """Where training stands (0 to 1), for a task's curriculum; the runner calls it each iteration."""
+        if hasattr(self.task, "set_progress"):
+            self.task.set_progress(fraction_done)
+
     def reset(self, seed: int) -> torch.Tensor:
         self._rng = np.random.default_rng(int(seed))
         self.task.reset(self.sim, self._everyone, self._rng)
