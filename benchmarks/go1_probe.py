@@ -7,7 +7,8 @@ weights, command ranges, ...), recorded as a small JSON in benchmarks/results/go
 Used to choose the task's defaults and the [mujoco] presets (issue 30, docs/results.md "Go1");
 once chosen they are the defaults, and `stridelab train --env Go1JoystickFlatTerrain` trains
 them. ``--weights`` names reward terms (``stridelab.envs.go1.REWARD_WEIGHTS``), ``--task``
-``Go1Config`` fields (tuples comma-separated), ``--set`` ``stridelab train`` config fields.
+``Go1Config`` fields (tuples comma-separated): both become the run's ``--env-kwargs``, so
+``stridelab train --env-kwargs ...`` trains the same; ``--set`` ``stridelab train`` config fields.
 The training-time evaluations use the task's defaults (the command set's errors do not depend
 on the reward).
 """
@@ -22,9 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from stridelab.config import build_config
-from stridelab.envs.go1 import REWARD_WEIGHTS, Go1Config
-from stridelab.envs.mujoco import make_vec_env
+from stridelab.config import build_config, validate
+from stridelab.envs.go1 import REWARD_WEIGHTS
 from stridelab.provenance import provenance
 from stridelab.report import read_scalars
 from stridelab.train import train
@@ -63,24 +63,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", nargs="*", default=[], help="Go1Config field=value")
     p.add_argument("--set", nargs="*", default=[], help="train config field=value")
     args = p.parse_args(argv)
-    weights = {**REWARD_WEIGHTS, **_pairs(args.weights)}
-    task = {**_pairs(args.task), "reward_weights": weights}
+    weights = _pairs(args.weights)
+    task = {**_pairs(args.task), **({"reward_weights": weights} if weights else {})}
     run_dir = f"runs/go1-probes/{args.name}-s{args.seed}"
-    cfg = build_config({"env": "Go1JoystickFlatTerrain", "algo": args.algo, "seed": args.seed,
+    cfg = build_config({"env": "Go1JoystickFlatTerrain", "algo": args.algo, "seed": args.seed, "env_kwargs": task,
                         "total_steps": args.total_steps, "run_dir": run_dir, "progress": False, **_pairs(args.set)})
-    env = make_vec_env(cfg.env, cfg.num_envs, episode_length=cfg.episode_length, config=Go1Config(**task),
-                       randomization=cfg.randomize)
+    validate(cfg)
     start = time.time()
-    try:
-        train(cfg, env=env)
-    finally:
-        env.close()
+    train(cfg)
     summary = json.loads((Path(run_dir) / "summary.json").read_text())  # with the command set's table
     curves = {tag: [(int(step), round(float(v), 5)) for step, v in series]
               for tag, series in read_scalars(Path(run_dir)).items() if tag.startswith(("eval/", "reward/", "losses/entropy"))}
     record = {"what": f"Go1 probe {args.name}", "command": "python benchmarks/go1_probe.py " + " ".join(sys.argv[1:]),
               "task_changes": {k: v for k, v in task.items() if k != "reward_weights"},
               "reward_weight_changes": {k: v for k, v in weights.items() if REWARD_WEIGHTS[k] != v},
+              "env_kwargs": task,
               "config": dataclasses.asdict(cfg), "summary": summary, "wall_s": round(time.time() - start, 1),
               "eval_curve": {k: v for k, v in curves.items() if k.startswith("eval/")},
               "entropy_curve": curves.get("losses/entropy", [])[:: max(1, len(curves.get("losses/entropy", [])) // 20)],

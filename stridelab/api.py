@@ -297,7 +297,7 @@ def _deployment(cfg: TrainConfig, state: dict) -> dict[str, Any] | None:
     without one (see :func:`stridelab.envs.registry.deploy_spec`)."""
     from stridelab.envs.registry import deploy_spec, task_options
 
-    options = task_options(cfg)
+    options = {**task_options(cfg), **({"env_kwargs": cfg.env_kwargs} if cfg.env_kwargs else {})}
     spec = deploy_spec(cfg.env, **options)
     if spec is None:
         return None

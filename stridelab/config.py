@@ -26,7 +26,7 @@ class TrainConfig:
 
     algo: str = field(default="ppo", metadata={"help": "algorithm (see `stridelab train --help` for the registered ones)"})
     env: str = field(default="ant", metadata={"help": "task: a name `stridelab envs` lists, any registered Gymnasium id with continuous actions (module:EnvId imports the module that registers it first), or a Brax env's name"})
-    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "the env's constructor arguments, KEY=VALUE each (values as Python literals, a comma list as a tuple, else text): gymnasium.make's, e.g. xml_file=scene.xml frame_skip=25 healthy_z_range=0.195,0.75, or Brax's get_environment's; saved in config.json"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "the env's constructor arguments, KEY=VALUE each (values as Python literals, a comma list as a tuple, else text): gymnasium.make's, e.g. xml_file=scene.xml frame_skip=25 healthy_z_range=0.195,0.75, Brax's get_environment's, or a native MuJoCo task's settings (Go1: command_range=1.5,0.8,1.2 penalty_curriculum=0.3,0.5 reward_weights={'pose':0}); saved in config.json"})
     backend: str = field(default="spring", metadata={"help": "Brax physics backend: spring, positional, generalized, mjx"})
     total_steps: int = field(default=5_000_000, metadata={"help": "env steps to train for (all envs together)"})
     num_envs: int = field(default=2048, metadata={"help": "envs stepped in parallel"})

@@ -60,7 +60,8 @@ def evaluate_commands(agent: ActorCritic, cfg: TrainConfig, envs_per_command: in
     if not locomotion.supports(cfg.env):
         return None
     return locomotion.command_set(agent, cfg.env, cfg.episode_length, envs_per_command,
-                                  Streams(cfg.seed).evaluation() if seed is None else seed, device)
+                                  Streams(cfg.seed).evaluation() if seed is None else seed, device,
+                                  env_kwargs=cfg.env_kwargs)
 
 
 def load_agent(run_dir: Path, device: str = "cpu", checkpoint: str | None = None) -> tuple[ActorCritic, TrainConfig, dict]:

@@ -151,13 +151,15 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def evaluate_condition(agent: Any, env_name: str, episode_length: int, envs_per_command: int, seed: int,
-                       randomization: str = "none", device: torch.device | str = "cpu") -> dict[str, dict[str, Any]]:
+                       randomization: str = "none", device: torch.device | str = "cpu",
+                       env_kwargs: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`summarize`'s rows for every command of :data:`COMMANDS`, ``envs_per_command`` envs
-    each, in one batch of envs with task randomization ``randomization`` (``none``, ``all``)."""
+    each, in one batch of envs with task randomization ``randomization`` (``none``, ``all``) and
+    the task's settings ``env_kwargs`` (the run's)."""
     names = list(COMMANDS)
     command_index = np.repeat(np.arange(len(names)), envs_per_command)
     env = make_env(env_name, len(command_index), device=device, episode_length=episode_length,
-                   randomization=randomization)
+                   env_kwargs=env_kwargs, randomization=randomization)
     try:
         env.task.hold_commands(np.array([COMMANDS[names[i]] for i in command_index]))  # type: ignore[attr-defined]
         tally = run_held(agent, env, seed)
@@ -167,7 +169,8 @@ def evaluate_condition(agent: Any, env_name: str, episode_length: int, envs_per_
 
 
 def command_set(agent: Any, env_name: str, episode_length: int, envs_per_command: int, seed: int,
-                device: torch.device | str = "cpu", conditions: tuple[str, ...] = tuple(CONDITIONS)) -> dict[str, Any]:
+                device: torch.device | str = "cpu", conditions: tuple[str, ...] = tuple(CONDITIONS),
+                env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The command-set table: ``{"nominal": rows, "randomized": rows, ...}`` (rows by command,
     then ``overall``), with the commands and how it was measured (``settle_s``: the seconds
     after reset not measured)."""
@@ -178,7 +181,7 @@ def command_set(agent: Any, env_name: str, episode_length: int, envs_per_command
                               "actions": "deterministic"}
     for condition in conditions:
         result[condition] = evaluate_condition(agent, env_name, episode_length, envs_per_command, seed,
-                                               CONDITIONS[condition], device)
+                                               CONDITIONS[condition], device, env_kwargs)
     return result
 
 

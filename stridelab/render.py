@@ -121,7 +121,8 @@ def _record_mujoco(agent: ActorCritic, cfg: TrainConfig, max_steps: int | None, 
     reaches the policy one step later (its observation was taken before): 20 ms at 50 Hz."""
     from stridelab.envs import make_env
 
-    env = make_env(cfg.env, 1, episode_length=2**31 - 1, shards=1)  # the script's length, not training's limit
+    env = make_env(cfg.env, 1, episode_length=2**31 - 1, shards=1,  # the script's length, not training's limit
+                   env_kwargs=cfg.env_kwargs)
     try:
         schedule = script_steps(env.task.video_script, env.spec.dt)[:max_steps]
         env.task.hold_commands(np.asarray(schedule[0][0]))

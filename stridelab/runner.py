@@ -505,7 +505,8 @@ class Runner:
             return {}
         conditions = tuple(locomotion.CONDITIONS) if final else ("nominal",)
         table = locomotion.command_set(self.agent, self.cfg.env, self.cfg.episode_length, COMMAND_EVAL_ENVS,
-                                       self.streams.evaluation(self.progress.iteration), self.env.device, conditions)
+                                       self.streams.evaluation(self.progress.iteration), self.env.device, conditions,
+                                       env_kwargs=self.cfg.env_kwargs)
         self.command_set = table
         return locomotion.scalars(table["nominal"])
 

@@ -274,7 +274,8 @@ def test_ant_v5_takes_the_menagerie_go1_as_gymnasiums_tutorial_does():
     (["--env", "Hopper-v5", "--env-kwargs", "xml_file=no_such.xml"], "Gymnasium could not make 'Hopper-v5' with "
                                                                      "--env-kwargs xml_file='no_such.xml' (OSError"),
     (["--env", "Hopper-v5", "--env-kwargs", "frame_skip"], "--env-kwargs: expected KEY=VALUE"),
-    (["--env", "Go1JoystickFlatTerrain", "--env-kwargs", "a=1"], "native MuJoCo's tasks take no constructor arguments"),
+    (["--env", "Go1JoystickFlatTerrain", "--env-kwargs", "a=1"], "--env-kwargs a: Go1JoystickFlatTerrain has no "
+                                                                  "such setting; it takes action_scale, command_range"),
     (["--env", "Hopper-v5", "--env-kwargs", "max_episode_steps=200", "--episode-length", "100"], "disagree"),
 ])
 def test_bad_env_input_is_one_line_exit_2_and_writes_nothing(args, needle, tmp_path, capsys):
@@ -311,3 +312,12 @@ def test_mujoco_warnings_on_loading_a_model_are_python_warnings_reported_once(mo
     assert len(caught) == 1
     assert "WARNING" not in capfd.readouterr().err  # MuJoCo printed nothing itself
     assert mujoco.get_mju_user_warning() is None  # and has its own handler back
+
+
+def test_a_simulator_without_constructor_arguments_refuses_env_kwargs_in_one_line(monkeypatch):
+    import stridelab.envs.mujoco as native  # every built-in takes them: a plugin simulator may not
+
+    monkeypatch.setattr(native, "ENV_KWARGS", False)
+    with pytest.raises(ValueError, match=r"^--env-kwargs: native MuJoCo's tasks take no constructor arguments "
+                                         r"\(Gymnasium's and Brax's do\)$"):
+        make_env("Go1JoystickFlatTerrain", 1, env_kwargs={"action_scale": 0.4})

@@ -23,7 +23,7 @@ from stridelab.report import RunData, build_report, command_stats, group, read_s
 GO1 = "Go1JoystickFlatTerrain"
 TINY = {"env": GO1, "algo": "ppo", "total_steps": 1024, "num_envs": 8, "num_steps": 64, "num_minibatches": 4,
         "vf_minibatches": 4, "episode_length": 60, "eval_episodes": 2, "eval_every": 512, "progress": False,
-        "randomize": "all", "env_shards": "1"}
+        "randomize": "all", "env_shards": "1", "env_kwargs": {"action_scale": 0.4, "penalty_curriculum": (0.3, 0.5)}}
 
 
 # --- the setting ---------------------------------------------------------------------------------
@@ -138,6 +138,7 @@ def go1_run(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "make_env", recording)
+        mp.setattr(locomotion, "make_env", recording)
         train_module.train(TrainConfig(**{**TINY, "run_dir": str(run)}))
     return run, built, progress
 
@@ -146,6 +147,39 @@ def test_the_training_envs_are_randomized_and_the_evaluation_envs_nominal(go1_ru
     run, built, _ = go1_run
     assert built[0]["randomization"] == "all" and "randomization" not in built[1]  # train, then eval
     assert json.loads((run / "config.json").read_text())["randomize"] == "all"
+
+
+def test_the_tasks_settings_reach_every_env_the_run_builds_and_its_export(go1_run, tmp_path):
+    run, built, _ = go1_run  # the training envs, the episodes' evaluation and the command set's
+    assert len(built) >= 3 and all(b["env_kwargs"] == TINY["env_kwargs"] for b in built)
+    assert json.loads((run / "config.json").read_text())["env_kwargs"] == {"action_scale": 0.4,
+                                                                           "penalty_curriculum": [0.3, 0.5]}
+    assert main(["export", str(run), "--out", str(tmp_path / "go1.onnx")]) == 0
+    desc = json.loads((tmp_path / "go1.deploy.json").read_text())
+    assert desc["action"]["scale"] == 0.4  # what the robot-side loop multiplies actions by
+    assert desc["trained"]["task_options"]["env_kwargs"]["action_scale"] == 0.4
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"comand_range": 1}, ["--env-kwargs comand_range", "did you mean 'command_range'?", "penalty_curriculum"]),
+    ({"command_range": (1.5, 0.8)}, ["command_range=(1.5, 0.8)", "give 3 numbers", "command_range=1.0,0.5,1.0"]),
+    ({"reward_weights": {"posee": 0}}, ["give a dict of terms to weights", "feet_slip"]),
+    ({"noise_level": "high"}, ["noise_level='high'", "give a number"]),
+    ({"randomization": "all"}, ["domain randomization is --randomize"]),
+])
+def test_bad_task_settings_are_one_line_naming_them(kwargs, words):
+    with pytest.raises(ConfigError) as e:
+        validate(build_config({"env": GO1, "env_kwargs": kwargs}))
+    message = str(e.value)
+    assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_task_settings_replace_only_what_they_name():
+    env = make_env(GO1, 2, env_kwargs={"reward_weights": {"pose": 0.0}, "command_range": [1.5, 0.8, 1.2]})
+    cfg = env.task.cfg
+    assert cfg.reward_weights["pose"] == 0.0 and cfg.reward_weights["orientation"] == -5.0
+    assert cfg.command_range == (1.5, 0.8, 1.2) and cfg.action_scale == 0.5
+    env.close()
 
 
 def test_training_tells_its_envs_where_it_stands_before_each_rollout(go1_run):

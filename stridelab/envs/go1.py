@@ -153,6 +153,41 @@ class Go1Config:
     push_interval_s: tuple[float, float] = (1.0, 3.0)  # time between kicks (mjlab's push_robot)
     push_velocity: float = 0.5  # m/s, uniform +- added to the base's x and y velocity (mjlab)
 
+    def with_kwargs(self, kwargs: dict[str, Any]) -> Go1Config:
+        """This config with fields replaced by ``--env-kwargs`` (``command_range=1.5,0.8,1.2``,
+        ``reward_weights={'pose': 0}``: the named terms only); ``ValueError``, one line naming the
+        bad key or value and what is allowed."""
+        fields = {f.name: f for f in dataclasses.fields(self) if f.name != "randomization"}
+        changes = {}
+        for key, value in kwargs.items():
+            if key not in fields:
+                import difflib
+
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = (" (domain randomization is --randomize)" if key == "randomization"
+                        else f" (did you mean {close[0]!r}?)" if close else "")
+                raise ValueError(f"--env-kwargs {key}: {NAME} has no such setting{hint}; it takes {', '.join(fields)}")
+            changes[key] = _field_value(key, value, getattr(self, key))
+        return dataclasses.replace(self, **changes)
+
+
+def _field_value(key: str, value: Any, default: Any) -> Any:
+    """``value`` in the form of ``default`` (a number, a tuple of as many numbers, or reward
+    weights by term), or ``ValueError`` naming it."""
+    if isinstance(default, dict):
+        bad = [k for k in value if k not in default] if isinstance(value, dict) else None
+        if bad is None or bad:
+            raise ValueError(f"--env-kwargs {key}={value!r}: give a dict of terms to weights; terms: {', '.join(default)}")
+        return {**default, **{k: _field_value(f"{key}[{k!r}]", v, default[k]) for k, v in value.items()}}
+    if isinstance(default, tuple):
+        if not isinstance(value, (tuple, list)) or len(value) != len(default):
+            raise ValueError(f"--env-kwargs {key}={value!r}: give {len(default)} numbers, e.g. "
+                             f"{key}={','.join(map(str, default))}")
+        return tuple(_field_value(key, v, d) for v, d in zip(value, default, strict=True))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"--env-kwargs {key}={value!r}: give a number, e.g. {key}={default}")
+    return float(value)
+
 
 # --- the robot ---------------------------------------------------------------------------------
 
@@ -351,10 +386,11 @@ class Go1Joystick:
     name, substeps, ctrl_dt = NAME, SUBSTEPS, CTRL_DT
     video_script = VIDEO_SCRIPT  # what `stridelab video` shows (stridelab.render)
 
-    def __init__(self, config: Go1Config | None = None, randomization: Randomization | str | None = None) -> None:
+    def __init__(self, config: Go1Config | None = None, randomization: Randomization | str | None = None,
+                 env_kwargs: dict[str, Any] | None = None) -> None:
         if isinstance(randomization, str):
             randomization = Randomization.parse(randomization)
-        cfg = config or Go1Config()
+        cfg = (config or Go1Config()).with_kwargs(env_kwargs or {})
         self.cfg = cfg if randomization is None else dataclasses.replace(cfg, randomization=randomization)
         if set(self.cfg.reward_weights) != set(REWARDS):
             raise ValueError(f"reward weights must name exactly the terms {', '.join(REWARDS)}")
@@ -366,6 +402,11 @@ class Go1Joystick:
         self.held: np.ndarray | None = None  # see hold_commands
         self._index(self.model)
         self._allocate(0)
+
+    @staticmethod
+    def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
+        """``ValueError`` (one line) unless ``env_kwargs`` name :class:`Go1Config` settings rightly."""
+        Go1Config().with_kwargs(env_kwargs)
 
     def _index(self, m: mujoco.MjModel) -> None:
         """Where the task's quantities live in the model, and the nominal values randomization varies."""

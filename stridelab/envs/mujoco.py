@@ -28,11 +28,13 @@ import torch
 from mujoco import batch as mj_batch
 
 from stridelab.cores import affinity
+from stridelab.envs.arguments import call_kwargs, check_recordable
 from stridelab.envs.base import EnvSpec, StepResult
 from stridelab.envs.go1 import Go1Joystick, Randomization
 
 PRESET_TABLE = "mujoco"
 TASK_OPTIONS = ("randomization",)  # what make_vec_env hands its tasks (the registry refuses them elsewhere)
+ENV_KWARGS = True  # make_vec_env takes env_kwargs (--env-kwargs): the task's settings (Go1Config's fields)
 # Ends both ways within 100 random steps (tests/test_vecenv_contract.py): under random joint
 # targets the Go1 stumbles until its trunk meets the floor, often within a few dozen steps.
 CONTRACT_TASK = "Go1JoystickFlatTerrain"
@@ -42,7 +44,8 @@ _BAD_STATE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarni
                                mujoco.mjtWarning.mjWARN_BADQACC)]
 
 
-# Task name -> factory (keyword arguments: the task's own options, e.g. ``randomization``).
+# Task name -> factory (keyword arguments: the task's own options, e.g. ``randomization``, and
+# ``env_kwargs``, its settings; ``factory.check_env_kwargs(env_kwargs)`` checks those alone).
 TASKS: dict[str, Callable[..., Task]] = {"Go1JoystickFlatTerrain": Go1Joystick}
 
 
@@ -230,17 +233,24 @@ def plan_threads(requested: int | str, num_envs: int) -> int:
 
 def validate(cfg: Any) -> None:
     """``--randomize``: the task's domain randomization switches (``none``, ``all`` or a comma
-    list, :meth:`Randomization.parse`). ``--env-shards`` is the number of threads (``auto``:
-    every core), ``--backend`` is Brax's and ignored here."""
+    list, :meth:`Randomization.parse`); ``--env-kwargs``, the task's settings. ``--env-shards``
+    is the number of threads (``auto``: every core), ``--backend`` is Brax's and ignored here."""
     Randomization.parse(getattr(cfg, "randomize", "none"))
+    if getattr(cfg, "env_kwargs", None):
+        check_recordable(cfg.env_kwargs)
+        TASKS[cfg.env].check_env_kwargs(call_kwargs(cfg.env_kwargs))
 
 
 def make_vec_env(name: str, num_envs: int, device: torch.device | str = "cpu", episode_length: int = 1000,
-                 backend: str | None = None, shards: int | str = "auto", **task_options: Any) -> MujocoVecEnv:
-    """Task ``name`` in a :class:`MujocoVecEnv`; ``shards`` is the thread count, ``task_options``
-    go to the task (e.g. ``randomization=Randomization.all_on()`` for Go1)."""
+                 backend: str | None = None, shards: int | str = "auto", env_kwargs: dict[str, Any] | None = None,
+                 **task_options: Any) -> MujocoVecEnv:
+    """Task ``name`` in a :class:`MujocoVecEnv`; ``shards`` is the thread count, ``env_kwargs``
+    the task's settings (``--env-kwargs``: Go1Config's fields), ``task_options`` go to the task
+    (e.g. ``randomization=Randomization.all_on()`` for Go1)."""
     if name not in TASKS:
         raise ValueError(f"unknown MuJoCo task {name!r}; choose one of {', '.join(TASKS)}")
+    if env_kwargs:
+        task_options = {**task_options, "env_kwargs": call_kwargs(env_kwargs)}
     return MujocoVecEnv(TASKS[name](**task_options), num_envs, episode_length=episode_length, device=device,
                         threads=shards)
 
