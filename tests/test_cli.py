@@ -1,5 +1,11 @@
-"""The CLI end to end, in subprocesses, as a user runs it."""
+"""The CLI end to end, as a user runs it: in a process of its own where the process is the
+subject (the installed command, signals, compare's runs), else through the command's own ``main``
+in this process (a process per command spent ~13 s importing torch and JAX and tracing Brax).
+Tests of the CLI's mechanics (resume, signals, TRPO's metrics) train a small Gymnasium task;
+`make demo`'s command, compare on Brax's ant, stays on Brax."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -15,6 +21,32 @@ SMALL = ["--env", "ant", "--num-envs", "32", "--num-steps", "16", "--num-minibat
          "--vf-minibatches", "4", "--eval-episodes", "0", "--no-progress", "--checkpoint-every", "2"]
 
 
+# The CLI's mechanics on a Gymnasium task (no JAX): 4 envs x 128 steps, the same 512-step batch.
+GYM = ["--env", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "128", "--num-minibatches", "4",
+       "--vf-minibatches", "4", "--eval-episodes", "0", "--no-progress", "--checkpoint-every", "2"]
+
+
+def stridelab_here(capsys, *args):
+    """``stridelab ARGS`` through the command's own ``main`` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stridelab_in_fixture(*args):
+    """The same for a module fixture (which cannot take capsys), as a finished process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def stridelab(*args, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "stridelab", *args], capture_output=True, text=True,
@@ -23,8 +55,11 @@ def stridelab(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
+    """A small Brax run, trained in this process (then its eval traces no Brax program anew);
+    compare's test below runs `stridelab train` on Brax as a process of its own."""
     run = tmp_path_factory.mktemp("cli") / "ppo"
-    proc = stridelab("train", "--algo", "ppo", "--total-steps", "3072", "--seed", "3", "--run-dir", str(run), *SMALL)
+    proc = stridelab_in_fixture("train", "--algo", "ppo", "--total-steps", "3072", "--seed", "3", "--run-dir", run,
+                                *SMALL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run, proc
 
@@ -51,21 +86,21 @@ def test_summary_gives_the_cpu_time_an_env_step_costs(ppo_run):
     assert 0 < cpu <= 1.1 * len(os.sched_getaffinity(0)) * 1e6 / sps, (cpu, sps)
 
 
-def test_eval_of_the_checkpoint_prints_mean_and_std(ppo_run):
+def test_eval_of_the_checkpoint_prints_mean_and_std(ppo_run, capsys):
     run, _ = ppo_run
-    proc = stridelab("eval", str(run), "--episodes", "3", "--json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    code, stdout, stderr = stridelab_here(capsys, "eval", run, "--episodes", "3", "--json")
+    assert code == 0, stderr[-3000:]
+    out = json.loads(stdout.strip().splitlines()[-1])
     assert out["episodes"] == 3 and len(out["returns"]) == 3
     assert out["mean"] == pytest.approx(sum(out["returns"]) / 3, rel=1e-5)
     assert out["global_step"] == 3072
 
 
-def test_export_writes_a_program_that_acts(ppo_run, tmp_path):
+def test_export_writes_a_program_that_acts(ppo_run, tmp_path, capsys):
     run, _ = ppo_run
     out = tmp_path / "policy.onnx"
-    proc = stridelab("export", str(run), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "export", run, "--out", out)
+    assert code == 0, err[-3000:]
     import numpy as np
     import onnxruntime
 
@@ -74,10 +109,10 @@ def test_export_writes_a_program_that_acts(ppo_run, tmp_path):
     assert actions.shape == (5, 8) and bool((np.abs(actions) <= 1).all())
 
 
-def test_trpo_trains_end_to_end_with_its_metrics(tmp_path):
+def test_trpo_trains_end_to_end_with_its_metrics(tmp_path, capsys):
     run = tmp_path / "trpo"
-    proc = stridelab("train", "--algo", "trpo", "--total-steps", "1024", "--run-dir", str(run), *SMALL)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "train", "--algo", "trpo", "--total-steps", "1024", "--run-dir", run, *GYM)
+    assert code == 0, err[-3000:]
     scalars = read_scalars(str(run))
     for tag in ["trpo/kl", "trpo/backtracks", "trpo/accepted", "trpo/cg_residual", "trpo/step_norm",
                 "losses/value_loss", "charts/SPS"]:
@@ -145,12 +180,12 @@ def assert_one_line_and_exit_2(code, stderr, needle):
     assert "Traceback" not in stderr
 
 
-def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
+def test_resume_continues_the_step_counter_and_the_curve(tmp_path, capsys):
     run = tmp_path / "resumed"
-    first = stridelab("train", "--algo", "ppo", "--total-steps", "1024", "--run-dir", str(run), *SMALL)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = stridelab("train", "--resume", str(run), "--total-steps", "2048", "--no-progress")
-    assert second.returncode == 0, second.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "train", "--algo", "ppo", "--total-steps", "1024", "--run-dir", run, *GYM)
+    assert code == 0, err[-3000:]
+    code, _, err = stridelab_here(capsys, "train", "--resume", run, "--total-steps", "2048", "--no-progress")
+    assert code == 0, err[-3000:]
     steps = [s for s, _ in read_scalars(str(run))["charts/SPS"]]
     assert steps == [512, 1024, 1536, 2048]
     import torch
@@ -159,17 +194,18 @@ def test_resume_continues_the_step_counter_and_the_curve(tmp_path):
     assert state["global_step"] == 2048 and state["iteration"] == 4
     assert state["config"]["total_steps"] == 2048
     assert state["stats"]["last_sps"] > 0
-    third = stridelab("train", "--resume", str(run), "--no-progress")  # nothing left to train
-    assert third.returncode == 0, third.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "train", "--resume", run, "--no-progress")  # nothing left to train
+    assert code == 0, err[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2048 and summary["charts/SPS"] == pytest.approx(state["stats"]["last_sps"])
     # Resumed with half the steps per env (256 steps an iteration instead of 512): it still stops at --total-steps.
-    fourth = stridelab("train", "--resume", str(run), "--num-steps", "8", "--total-steps", "3072", "--no-progress")
-    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "train", "--resume", run, "--num-steps", "64", "--total-steps", "3072",
+                                  "--no-progress")
+    assert code == 0, err[-3000:]
     assert json.loads((run / "summary.json").read_text())["global_step"] == 3072
-    renamed = stridelab("train", "--resume", str(run), "--network", "baselines", "--no-progress")
-    assert renamed.returncode == 2 and renamed.stderr.count("\n") == 1
-    assert "--network 'baselines': a resumed run keeps the network its weights were trained with ('' in its" in renamed.stderr
+    code, _, err = stridelab_here(capsys, "train", "--resume", run, "--network", "baselines", "--no-progress")
+    assert code == 2 and err.count("\n") == 1
+    assert "--network 'baselines': a resumed run keeps the network its weights were trained with ('' in its" in err
 
 
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
@@ -178,7 +214,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
 
     run = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, "-m", "stridelab", "train", "--total-steps", "10000000",
-                             "--run-dir", str(run), *SMALL, "--checkpoint-every", "1000"],  # the stop's checkpoint only
+                             "--run-dir", str(run), *GYM, "--checkpoint-every", "1000"],  # the stop's checkpoint only
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (run / "tb").exists() or not list((run / "tb").glob("events*")):
@@ -195,19 +231,20 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert state["global_step"] > 0 and state["global_step"] % 512 == 0
 
 
-def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path):
+def test_compare_runs_the_grid_then_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
+    # `make demo`'s command (compare on Brax's ant), its run a `stridelab train` process of its own
     args = ["compare", "--env", "ant", "--algos", "ppo", "--seeds", "1", "--total-steps", "1024",
             "--out", str(out), "--video-steps", "0", "--num-envs", "32", "--num-minibatches", "4",
             "--eval-episodes", "2", "--eval-every", "0"]
-    first = stridelab(*args)
-    assert first.returncode == 0, first.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, *args)
+    assert code == 0, err[-3000:]
     assert (out / "ppo_s1" / "summary.json").is_file() and (out / "report.html").is_file()
     assert (out / "ppo_s1" / "checkpoints" / "best.ckpt").is_file()  # kept at the best evaluation
     mtime = (out / "ppo_s1" / "summary.json").stat().st_mtime
-    second = stridelab(*args)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "ppo_s1: finished earlier, skipped" in second.stdout
+    code, stdout, err = stridelab_here(capsys, *args)
+    assert code == 0, err[-3000:]
+    assert "ppo_s1: finished earlier, skipped" in stdout
     assert (out / "ppo_s1" / "summary.json").stat().st_mtime == mtime
 
 
@@ -225,8 +262,8 @@ def test_ctrl_c_on_compare_stops_each_run_with_its_stop_checkpoint(tmp_path):
     import time
 
     out = tmp_path / "cmp"
-    args = ["compare", "--env", "ant", "--algos", "ppo", "--seeds", "1", "--total-steps", "10000000",
-            "--out", str(out), "--video-steps", "0", "--num-envs", "32", "--num-minibatches", "4",
+    args = ["compare", "--env", "InvertedPendulum-v5", "--algos", "ppo", "--seeds", "1", "--total-steps", "10000000",
+            "--out", str(out), "--video-steps", "0", "--num-envs", "4", "--num-steps", "128", "--num-minibatches", "4",
             "--eval-episodes", "0", "--checkpoint-every", "1000"]
     # As from a terminal, SIGINT raises KeyboardInterrupt: a shell's background job (a test runner
     # may be one) starts with SIGINT ignored, and Python then leaves it ignored.
@@ -269,21 +306,21 @@ def test_stridelab_cpus_pins_the_process_before_anything_starts():
     assert proc.stdout.strip() == "[1]", proc.stderr
 
 
-def test_compare_refuses_to_mix_budgets(tmp_path):
+def test_compare_refuses_to_mix_budgets(tmp_path, capsys):
     out = tmp_path / "cmp"
     (out / "ppo_s1").mkdir(parents=True)
     (out / "ppo_s1" / "config.json").write_text(json.dumps({"total_steps": 1_000_000, "algo": "ppo", "seed": 1}))
-    proc = stridelab("compare", "--algos", "ppo", "--seeds", "1", "--total-steps", "2000000", "--out", str(out),
-                     timeout=120)
-    assert proc.returncode == 2
-    assert "was trained with --total-steps 1000000, not 2000000" in proc.stderr
+    code, _, err = stridelab_here(capsys, "compare", "--algos", "ppo", "--seeds", "1", "--total-steps", "2000000",
+                                  "--out", out)
+    assert code == 2
+    assert "was trained with --total-steps 1000000, not 2000000" in err
 
 
-def test_cuda_asked_for_without_cuda_is_one_line_and_exit_code_2():
+def test_cuda_asked_for_without_cuda_is_one_line_and_exit_code_2(capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = stridelab("train", "--device", "cuda", timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--device cuda was asked for but no CUDA device is available" in proc.stderr
+    code, _, err = stridelab_here(capsys, "train", "--device", "cuda")
+    assert code == 2 and "Traceback" not in err
+    assert "--device cuda was asked for but no CUDA device is available" in err

@@ -1,44 +1,46 @@
-"""The same commands on a Gymnasium MuJoCo task, in subprocesses."""
+"""The same commands on a Gymnasium MuJoCo task, through the command's own ``main`` in this
+process (``stridelab envs``, whose stderr and stdout interleave as a terminal shows them, in a
+subprocess)."""
 
 import json
 
 import pytest
 
-from tests.test_cli import stridelab
+from tests.test_cli import stridelab_here, stridelab_in_fixture
 
 
 @pytest.fixture(scope="module")
 def hopper_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gym") / "trpo"
-    proc = stridelab("train", "--env", "Hopper-v5", "--algo", "trpo", "--total-steps", "2048", "--num-envs", "4",
-                     "--num-steps", "256", "--vf-epochs", "2", "--eval-episodes", "2", "--no-progress",
-                     "--run-dir", str(run))
+    proc = stridelab_in_fixture("train", "--env", "Hopper-v5", "--algo", "trpo", "--total-steps", "2048",
+                                "--num-envs", "4", "--num-steps", "256", "--vf-epochs", "2", "--eval-episodes", "2",
+                                "--no-progress", "--run-dir", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
 
-def test_config_in_effect_is_saved_and_shown_by_eval(hopper_run):
+def test_config_in_effect_is_saved_and_shown_by_eval(hopper_run, capsys):
     saved = json.loads((hopper_run / "config.json").read_text())
     assert saved["env"] == "Hopper-v5" and saved["normalize_reward"] is True and saved["cg_iters"] == 25
     assert saved["num_envs"] == 4  # the flag beat the preset
-    proc = stridelab("eval", str(hopper_run), "--episodes", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(trpo, Hopper-v5, 2,048 steps)" in proc.stdout
-    assert "config: algo=trpo env=Hopper-v5" in proc.stdout and "cg_iters=25" in proc.stdout
+    code, out, err = stridelab_here(capsys, "eval", hopper_run, "--episodes", "2")
+    assert code == 0, err[-3000:]
+    assert "(trpo, Hopper-v5, 2,048 steps)" in out
+    assert "config: algo=trpo env=Hopper-v5" in out and "cg_iters=25" in out
 
 
-def test_video_of_a_gymnasium_task(hopper_run, tmp_path):
+def test_video_of_a_gymnasium_task(hopper_run, tmp_path, capsys):
     out = tmp_path / "hop.mp4"
-    proc = stridelab("video", str(hopper_run), "--out", str(out), "--steps", "20")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "video", hopper_run, "--out", out, "--steps", "20")
+    assert code == 0, err[-3000:]
     import imageio.v3 as iio
 
     frames = iio.imread(out)
     assert frames.shape[1:] == (240, 320, 3) and 2 <= frames.shape[0] <= 21
     assert frames.std() > 5  # a picture, not a blank frame
-    html = stridelab("video", str(hopper_run), "--out", str(tmp_path / "hop.html"))
-    assert html.returncode == 2 and "HTML viewer is Brax's" in html.stderr
-    assert len(html.stderr.strip().splitlines()) == 1
+    code, _, err = stridelab_here(capsys, "video", hopper_run, "--out", tmp_path / "hop.html")
+    assert code == 2 and "HTML viewer is Brax's" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_envs_lists_both_simulators_with_sizes_and_no_mujoco_warning_inside_the_table():

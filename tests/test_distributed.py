@@ -13,7 +13,7 @@ from stridelab.config import build_config
 from stridelab.distributed import Comm
 from stridelab.models import ActorCritic
 from stridelab.rollout import Batch
-from tests.test_cli import stridelab
+from tests.test_cli import stridelab, stridelab_here
 
 OBS, ACT, N = 5, 2, 64  # N samples in all, N // 2 per process
 
@@ -137,9 +137,9 @@ def test_compare_on_a_local_ray_cluster(tmp_path, one_ray_cluster_at_a_time):
     assert again.returncode == 0 and "ppo_s1: finished earlier, skipped" in again.stdout
 
 
-def test_ray_address_without_the_ray_launcher_is_refused():
-    proc = stridelab("compare", "--ray-address", "auto", timeout=120)
-    assert proc.returncode == 2 and "--ray-address needs --launcher ray" in proc.stderr
+def test_ray_address_without_the_ray_launcher_is_refused(capsys):
+    code, _, err = stridelab_here(capsys, "compare", "--ray-address", "auto")
+    assert code == 2 and "--ray-address needs --launcher ray" in err
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,

@@ -20,7 +20,7 @@ from stridelab.cli import main
 from stridelab.envs import make_env
 from stridelab.evaluate import load_agent
 from stridelab.export import export_policy
-from tests.test_cli import stridelab
+from tests.test_cli import stridelab_in_fixture
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper-v5
 
@@ -28,9 +28,9 @@ OBS_DIM, ACT_DIM = 11, 3  # Hopper-v5
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("export") / "ppo"
-    proc = stridelab("train", "--env", "Hopper-v5", "--algo", "ppo", "--total-steps", "1024", "--num-envs", "4",
-                     "--num-steps", "128", "--eval-episodes", "0", "--no-progress", "--seed", "2",
-                     "--run-dir", str(run))
+    proc = stridelab_in_fixture("train", "--env", "Hopper-v5", "--algo", "ppo", "--total-steps", "1024",
+                                "--num-envs", "4", "--num-steps", "128", "--eval-episodes", "0", "--no-progress",
+                                "--seed", "2", "--run-dir", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 

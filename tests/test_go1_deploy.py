@@ -23,7 +23,7 @@ from stridelab.envs.mujoco import MujocoVecEnv
 from stridelab.evaluate import load_agent
 from stridelab.export import DEPLOY_KEY, deploy_file, export_policy
 from stridelab.models import ActorCritic
-from tests.test_cli import stridelab
+from tests.test_cli import stridelab_in_fixture
 
 LOOP_PATH = Path(__file__).resolve().parents[1] / "examples" / "go1_deploy_loop.py"
 POLICY_VARIABLE = "STRIDELAB_GO1_POLICY"
@@ -45,12 +45,12 @@ def exported(tmp_path_factory):
     """A tiny Go1 run (256 PPO steps: real normalizer statistics) exported as ONNX and .pt2."""
     out = tmp_path_factory.mktemp("go1_deploy")
     run = out / "run"
-    proc = stridelab("train", "--env", "Go1JoystickFlatTerrain", "--algo", "ppo", "--total-steps", "256",
-                     "--num-envs", "4", "--num-steps", "64", "--eval-episodes", "0", "--no-progress", "--seed", "1",
-                     "--run-dir", str(run))
+    proc = stridelab_in_fixture("train", "--env", "Go1JoystickFlatTerrain", "--algo", "ppo", "--total-steps", "256",
+                                "--num-envs", "4", "--num-steps", "64", "--eval-episodes", "0", "--no-progress",
+                                "--seed", "1", "--run-dir", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("go1.onnx", "other.pt2"):
-        proc = stridelab("export", str(run), "--out", str(out / name))
+        proc = stridelab_in_fixture("export", run, "--out", out / name)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "deployment: " in proc.stdout and "docs/robots.md" in proc.stdout
     return {"run": run, "onnx": out / "go1.onnx", "pt2": out / "other.pt2"}

@@ -2,8 +2,6 @@
 mirror walks its layers), is stored with the run, and evaluates and exports after a reload."""
 
 import json
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -14,9 +12,10 @@ from stridelab.config import ConfigError, build_config, validate
 from stridelab.evaluate import load_agent
 from stridelab.export import export_policy
 from stridelab.train import train
+from tests.test_cli import stridelab_here
 
 
-def test_a_wider_tanh_network_trains_fused_reloads_evaluates_and_exports(tmp_path):
+def test_a_wider_tanh_network_trains_fused_reloads_evaluates_and_exports(tmp_path, capsys):
     run = tmp_path / "wide"
     cfg = build_config({"env": "ant", "algo": "ppo", "num_envs": 32, "num_steps": 16, "total_steps": 1024,
                         "hidden_sizes": [256, 256], "activation": "tanh", "eval_episodes": 2,
@@ -33,10 +32,9 @@ def test_a_wider_tanh_network_trains_fused_reloads_evaluates_and_exports(tmp_pat
     assert [m.out_features for m in linears] == [256, 256] and loaded_cfg.activation == "tanh"
     assert sum(isinstance(m, torch.nn.Tanh) for m in agent.value.net) == 2
 
-    proc = subprocess.run([sys.executable, "-m", "stridelab", "eval", str(run), "--episodes", "2", "--json"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert np.isfinite(json.loads(proc.stdout.splitlines()[-1])["mean"])
+    code, out, err = stridelab_here(capsys, "eval", run, "--episodes", "2", "--json")
+    assert code == 0, err[-2000:]
+    assert np.isfinite(json.loads(out.splitlines()[-1])["mean"])
 
     import onnxruntime
 

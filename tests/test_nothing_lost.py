@@ -26,7 +26,7 @@ from stridelab.config import build_config
 from stridelab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, describe_os_error
 from stridelab.report import RunData, pair_line, pairwise
 from stridelab.train import train
-from tests.test_cli import stridelab
+from tests.test_cli import stridelab, stridelab_here
 
 TINY = {"env": "InvertedPendulum-v5", "algo": "ppo", "num_envs": 4, "num_steps": 64, "num_minibatches": 4,
         "update_epochs": 2, "vf_minibatches": 4, "vf_epochs": 2, "progress": False, "checkpoint_every": 1,
@@ -53,6 +53,12 @@ def copy(run, tmp_path, name="copy"):
     target = tmp_path / name
     shutil.copytree(run, target)
     return target
+
+
+def here(capsys, *args):
+    """``stridelab ARGS`` through the command's own ``main`` in this process, as a finished process
+    (where another process is not the subject: each new one spent seconds importing torch)."""
+    return subprocess.CompletedProcess(args, *stridelab_here(capsys, *args))
 
 
 def one_line(proc, code, *needles):
@@ -89,16 +95,16 @@ def test_a_lock_file_left_by_a_dead_process_is_taken_over(tmp_path):
     rundir.release(tmp_path)
 
 
-def test_a_fresh_train_into_a_run_refuses_and_overwrite_starts_clean(run, tmp_path):
+def test_a_fresh_train_into_a_run_refuses_and_overwrite_starts_clean(run, tmp_path, capsys):
     old = copy(run, tmp_path)
     before = fingerprint(old)
     flags = ["--env", "InvertedPendulum-v5", "--run-dir", str(old), "--num-envs", "4", "--num-steps", "64",
              "--num-minibatches", "4", "--vf-minibatches", "4", "--total-steps", "256", "--eval-episodes", "0",
              "--no-progress"]
-    refused = stridelab("train", *flags, timeout=120)
+    refused = here(capsys, "train", *flags)
     one_line(refused, EXIT_USAGE, str(old), f"--resume {old}", "--overwrite")
     assert fingerprint(old) == before
-    fresh = stridelab("train", *flags, "--overwrite", timeout=300)
+    fresh = here(capsys, "train", *flags, "--overwrite")
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert sorted(p.name for p in (old / "checkpoints").iterdir()) == ["last.ckpt", "step_000000000256.ckpt"]
     assert len(list((old / "tb").rglob("events*"))) == 1  # nothing of the old run's curve
@@ -132,17 +138,17 @@ def test_readers_fall_back_to_the_newest_intact_checkpoint(run, tmp_path, how):
     assert len(said) == 1 and "last.ckpt" in said[0] and "and 1 more" in said[0] and "step_000000000768" in said[0]
 
 
-def test_the_fallback_order_ends_with_best_and_every_reader_says_which_it_used(run, tmp_path):
+def test_the_fallback_order_ends_with_best_and_every_reader_says_which_it_used(run, tmp_path, capsys):
     bad = copy(run, tmp_path)
     for f in (bad / "checkpoints").glob("*.ckpt"):
         if f.name != "best.ckpt":
             _damage(f, "truncated")
     assert rundir.choose_checkpoint(bad, warn=lambda m: None)[0].name == "best.ckpt"
-    proc = stridelab("eval", str(bad), "--episodes", "1", "--json", timeout=120)
+    proc = here(capsys, "eval", bad, "--episodes", "1", "--json")
     line = one_line(proc, 0, "warning:", "last.ckpt' is damaged", "and 4 more unusable", "best.ckpt")
     assert "using" in line
     _damage(bad / "checkpoints" / "best.ckpt", "empty")
-    one_line(stridelab("export", str(bad), timeout=120), EXIT_USAGE, "no intact checkpoint in", "the 5 other(s)")
+    one_line(here(capsys, "export", bad), EXIT_USAGE, "no intact checkpoint in", "the 5 other(s)")
 
 
 def test_checkpoint_flag_picks_one_and_names_what_exists(run, tmp_path, capsys):
@@ -155,14 +161,13 @@ def test_checkpoint_flag_picks_one_and_names_what_exists(run, tmp_path, capsys):
     assert len(err) == 1 and "--checkpoint 'step_7': no such file" in err[0] and "best.ckpt" in err[0]
 
 
-def test_resume_falls_back_and_continues_without_a_step_twice(run, tmp_path):
+def test_resume_falls_back_and_continues_without_a_step_twice(run, tmp_path, capsys):
     from stridelab.report import read_scalars
 
     bad = copy(run, tmp_path)
     _damage(bad / "checkpoints" / "last.ckpt", "garbage")
     _damage(bad / "checkpoints" / "step_000000001024.ckpt", "nan")
-    proc = stridelab("train", "--resume", str(bad), "--total-steps", "1280", "--no-progress", "--eval-episodes", "0",
-                     timeout=300)
+    proc = here(capsys, "train", "--resume", bad, "--total-steps", "1280", "--no-progress", "--eval-episodes", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "using" in proc.stderr and "step_000000000768.ckpt" in proc.stderr
     assert (bad / "checkpoints" / "superseded" / "step_000000001024.ckpt").is_file()  # set aside, not deleted
@@ -176,11 +181,11 @@ def test_resume_falls_back_and_continues_without_a_step_twice(run, tmp_path):
     assert [s for s, _ in read_scalars(bad)["charts/SPS"]] == steps
 
 
-def test_a_checkpoint_of_another_task_is_refused(run, tmp_path):
+def test_a_checkpoint_of_another_task_is_refused(run, tmp_path, capsys):
     other = copy(run, tmp_path)
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "env": "ant"}))
-    one_line(stridelab("eval", str(other), "--episodes", "1", timeout=120), EXIT_USAGE,
+    one_line(here(capsys, "eval", other, "--episodes", "1"), EXIT_USAGE,
              "is for task 'InvertedPendulum-v5' (obs 4, act 1), but run", "trains 'ant'", "does not belong")
 
 

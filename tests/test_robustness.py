@@ -19,7 +19,7 @@ from stridelab.config import build_config
 from stridelab.envs import make_env
 from stridelab.report import read_scalars
 from stridelab.train import NonFiniteError, train
-from tests.test_cli import SMALL, stridelab
+from tests.test_cli import GYM, stridelab_here, stridelab_in_fixture
 
 TINY = {"env": "InvertedPendulum-v5", "num_envs": 4, "num_steps": 64, "num_minibatches": 4, "update_epochs": 2,
         "vf_minibatches": 4, "vf_epochs": 2, "eval_episodes": 0, "progress": False, "checkpoint_every": 1,
@@ -137,12 +137,14 @@ def test_same_seed_same_metrics(tmp_path, algo, env):
 
 
 # --- damaged and mismatched checkpoints, through the CLI --------------------------------------
+# (the command's own ``main`` in this process: what the user reads and the exit code are the
+# subject, not the process)
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("good") / "run"
-    proc = stridelab("train", "--env", "InvertedPendulum-v5", "--total-steps", "1024", "--num-envs", "4",
-                     "--num-steps", "128", "--eval-episodes", "0", "--no-progress", "--run-dir", str(run))
+    proc = stridelab_in_fixture("train", "--env", "InvertedPendulum-v5", "--total-steps", "1024", "--num-envs", "4",
+                                "--num-steps", "128", "--eval-episodes", "0", "--no-progress", "--run-dir", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -177,11 +179,12 @@ def _damage_file(ckpt, how):
         torch.save(state, ckpt)
 
 
-def _one_line_exit_2(proc, needle):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "arning" not in ln]
-    assert len(lines) == 1, proc.stderr
+def _one_line_exit_2(result, needle):
+    code, _, stderr = result
+    assert code == 2, (code, stderr[-2000:])
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and "arning" not in ln]
+    assert len(lines) == 1, stderr
     assert needle in lines[0], lines[0]
 
 
@@ -194,24 +197,24 @@ def _one_line_exit_2(proc, needle):
     # eval builds the network the checkpoint describes; resume checks it against the task first
     ("other_sizes", "does not fit this network", "(obs 11, act 1), not 'InvertedPendulum-v5' (obs 4, act 1)"),
 ])
-def test_damaged_checkpoints_give_one_line_and_exit_2(good_run, tmp_path, how, needle, resume_needle):
+def test_damaged_checkpoints_give_one_line_and_exit_2(good_run, tmp_path, how, needle, resume_needle, capsys):
     bad = _damage(good_run, tmp_path, how)
-    _one_line_exit_2(stridelab("eval", str(bad), "--episodes", "1", timeout=180), needle)
-    _one_line_exit_2(stridelab("train", "--resume", str(bad), "--no-progress", timeout=180), resume_needle or needle)
+    _one_line_exit_2(stridelab_here(capsys, "eval", bad, "--episodes", "1"), needle)
+    _one_line_exit_2(stridelab_here(capsys, "train", "--resume", bad, "--no-progress"), resume_needle or needle)
 
 
-def test_resuming_with_another_task_is_refused(good_run):
-    proc = stridelab("train", "--resume", str(good_run), "--env", "Hopper-v5", "--no-progress", timeout=180)
-    _one_line_exit_2(proc, "is for task 'InvertedPendulum-v5' (obs 4, act 1), not 'Hopper-v5' (obs 11, act 3)")
+def test_resuming_with_another_task_is_refused(good_run, capsys):
+    result = stridelab_here(capsys, "train", "--resume", good_run, "--env", "Hopper-v5", "--no-progress")
+    _one_line_exit_2(result, "is for task 'InvertedPendulum-v5' (obs 4, act 1), not 'Hopper-v5' (obs 11, act 3)")
 
 
 # --- kill -9 mid-run, then resume -----------------------------------------------------------
 
-def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
+def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path, capsys):
     run = tmp_path / "killed"
     every = 2  # iterations between checkpoints; an iteration is 512 env steps
     proc = subprocess.Popen([sys.executable, "-m", "stridelab", "train", "--total-steps", "100000000",
-                             "--run-dir", str(run), *SMALL[:-2], "--checkpoint-every", str(every)],
+                             "--run-dir", str(run), *GYM[:-2], "--checkpoint-every", str(every)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while len(list((run / "checkpoints").glob("step_*.ckpt"))) < 3:
@@ -225,8 +228,8 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
     assert logged - saved <= every * 512, (logged, saved)  # at most one interval of work lost
 
     target = logged + 2048
-    resumed = stridelab("train", "--resume", str(run), "--total-steps", str(target), "--no-progress")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, _, err = stridelab_here(capsys, "train", "--resume", run, "--total-steps", target, "--no-progress")
+    assert code == 0, err[-3000:]
     steps = [s for s, _ in read_scalars(str(run))["charts/SPS"]]
     assert steps == list(range(512, target + 1, 512))  # one continuous curve, no gap, no step twice
     assert json.loads((run / "summary.json").read_text())["global_step"] == target
