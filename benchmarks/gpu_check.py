@@ -90,13 +90,14 @@ GPU_PLAN = Plan(
 )
 
 # Tiny sizes, generous budgets: the rehearsal is about every stage running to the end on a
-# loaded 2-core machine, not about speed.
+# loaded 2-core machine, not about speed (the test suite runs it: each of its seconds counts).
+# Training: two iterations, each followed by an evaluation, after the one at step 0.
 REHEARSAL_PLAN = replace(
     GPU_PLAN, rehearsal=True, sizes=[64],
     budgets={"install": 30, "devices": 60, "tests": 120, "throughput": 240, "training": 120},
-    sim_seconds=1, iterations=1, child_timeout_s=120,
-    train_num_envs=64, train_seconds=None, train_steps=3072, fallback_sps=1_000,
-    eval_points=3, eval_episodes=4, episode_length=50,
+    sim_seconds=0.25, iterations=1, child_timeout_s=120,
+    train_num_envs=64, train_seconds=None, train_steps=2048, fallback_sps=1_000,
+    eval_points=2, eval_episodes=4, episode_length=50,
     tests={"gpu": GPU_TESTS, "sample": ["-x", "tests/test_gae.py"]},
 )
 

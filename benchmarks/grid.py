@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The peers as grid algorithms: Stable-Baselines3's PPO and sb3-contrib's TRPO (sb3_baselines.py).
 PEERS = {"sb3-ppo": "ppo", "sb3-trpo": "trpo"}
 PEER_RESULT = "result.json"
+POLL_S = 0.25  # how often the grid looks for ended runs: a free core waits at most this long for the next
 
 
 def combos(vary: list[str]) -> list[dict[str, str]]:
@@ -272,7 +273,7 @@ def run_local(todo: list[dict], args: argparse.Namespace) -> int:
                 run = todo.pop(0)
                 if (lock := claim(run, args)) is not None:
                     running.append(start(run, args, free.pop(0), lock))
-            time.sleep(2)
+            time.sleep(POLL_S)
             for proc in [p for p in running if p.poll() is not None]:
                 running.remove(proc)
                 proc.log.close()  # type: ignore[attr-defined]

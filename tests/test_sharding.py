@@ -1,14 +1,16 @@
 """A Brax env batch split over several XLA devices (issue 21): the same trajectories as on one.
 
 JAX fixes its device count when its backend starts, once per process, so the sharded checks run
-in a child process that asks for two CPU devices through ``XLA_FLAGS`` (whatever the cores of
-the machine running the tests); the pure planning and validation run here.
+in one child process that asks for two CPU devices through ``XLA_FLAGS`` (whatever the cores of
+the machine running the tests), each check reporting its own result or traceback; the pure
+planning and validation run here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +81,7 @@ def _child(code: str, timeout: float = 300) -> dict:
 
 
 ROLLOUTS = f"""
-import json, torch
+import torch
 from stridelab.config import build_config
 from stridelab.envs import make_env
 from stridelab.models import build_agent
@@ -106,13 +108,48 @@ out["lengths_at_truncation"] = sorted({{int(x) for r in r2 for x in r["episode_l
 # after the time limit every env restarts from its own fresh state: all first observations differ
 restart = r2[1]["obs"][{LIMIT} * 2 - {T}]
 out["distinct_restarts"] = int(torch.unique(restart, dim=0).shape[0])
-print(json.dumps(out))
+"""
+
+TRAINING = """
+from stridelab.config import build_config
+from stridelab.train import train
+# Episodes of LIMIT steps: the evaluation at the end is one more program run, not the subject.
+cfg = build_config({{"env": "hopper", "algo": "ppo", "num_envs": 64, "num_steps": 8, "total_steps": 64 * 8 * 2,
+                    "env_shards": "2", "eval_episodes": 2, "eval_every": 0, "progress": False,
+                    "episode_length": {limit}, "run_dir": {run_dir!r}}})
+s = train(cfg)
+out = {{"steps": s["global_step"], "fused": s["rollout/fused"], "eval": s["eval/episodic_return"],
+       "shards": json.load(open({config!r}))["env_shards"]}}
 """
 
 
+def _checks(**codes: str) -> str:
+    """One child's program that runs each check in turn, each in a scope of its own, and prints
+    ``{name: {"out": ...}}``, or ``{name: {"error": traceback}}`` for a check that raised, so one
+    process (one JAX start, one torch import) serves every check and a failing one fails alone."""
+    parts = ["import json, traceback", "results = {}"]
+    for name, code in codes.items():
+        parts += [f"def _{name}():", textwrap.indent(code.strip() + "\nreturn out", "    "),
+                  "try:", f"    results[{name!r}] = {{'out': _{name}()}}",
+                  "except Exception:", f"    results[{name!r}] = {{'error': traceback.format_exc()}}"]
+    return "\n".join(parts + ["print(json.dumps(results))"])
+
+
 @pytest.fixture(scope="module")
-def rollouts() -> dict:
-    return _child(ROLLOUTS)
+def children(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    run_dir = tmp_path_factory.mktemp("two_shards")
+    training = TRAINING.format(limit=LIMIT, run_dir=str(run_dir), config=str(run_dir / "config.json"))
+    return _child(_checks(rollouts=ROLLOUTS, training=training))
+
+
+def _result(children: dict, name: str) -> dict:
+    assert "error" not in children[name], children[name].get("error")
+    return children[name]["out"]
+
+
+@pytest.fixture(scope="module")
+def rollouts(children: dict) -> dict:
+    return _result(children, "rollouts")
 
 
 def test_two_shards_give_the_batch_of_one_in_the_same_shapes_and_order(rollouts):
@@ -145,18 +182,7 @@ def test_episodes_end_and_restart_across_shards(rollouts):
     assert rollouts["distinct_restarts"] == N  # from fresh, distinct states, the spares redrawn
 
 
-def test_training_with_two_shards(tmp_path):
-    code = f"""
-import json
-from stridelab.config import build_config
-from stridelab.train import train
-cfg = build_config({{"env": "hopper", "algo": "ppo", "num_envs": 64, "num_steps": 8, "total_steps": 64 * 8 * 2,
-                    "env_shards": "2", "eval_episodes": 2, "eval_every": 0, "progress": False,
-                    "run_dir": {str(tmp_path)!r}}})
-s = train(cfg)
-print(json.dumps({{"steps": s["global_step"], "fused": s["rollout/fused"], "eval": s["eval/episodic_return"],
-                  "shards": json.load(open({str(tmp_path / "config.json")!r}))["env_shards"]}}))
-"""
-    out = _child(code)
+def test_training_with_two_shards(children):
+    out = _result(children, "training")
     assert out["steps"] == 64 * 8 * 2 and out["fused"] == 1.0 and out["shards"] == "2"
     assert out["eval"] == out["eval"]  # a number, not NaN
