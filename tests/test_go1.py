@@ -161,8 +161,10 @@ def test_pushes_change_the_base_velocity_by_at_most_the_kick():
 
 
 def test_latency_delays_the_action_by_exactly_one_step():
-    late = go1(2, config=dataclasses.replace(EXACT, randomization=Randomization(action_latency=True)))
-    now = go1(2, config=EXACT)
+    late = go1(2, config=dataclasses.replace(EXACT, randomization=Randomization(action_latency=True),
+                                             latency_chance=1.0))
+    now = go1(2, config=dataclasses.replace(EXACT, randomization=Randomization(action_latency=True),
+                                            latency_chance=0.0))  # the same draws, never late
     g = torch.Generator().manual_seed(1)
     actions = [torch.rand(2, 12, generator=g) * 2 - 1 for _ in range(6)]
     late.reset(7)
@@ -260,3 +262,19 @@ def test_the_cost_curriculum_scales_the_penalties_by_training_progress_and_nothi
             weight = REWARD_WEIGHTS[term.removeprefix("reward/")]
             factor = scale if weight < 0 and term != "reward/termination" else 1.0
             assert value == pytest.approx(factor * full.info[term], rel=1e-9, abs=1e-12), (progress, term)
+
+
+def test_latency_is_drawn_per_episode_so_the_policy_sees_both_timings():
+    env = go1(400, config=dataclasses.replace(EXACT, randomization=Randomization(action_latency=True)))
+    env.reset(3)
+    first = env.task.late.copy()
+    assert 0.4 < first.mean() < 0.6  # latency_chance 0.5
+    action = torch.full((400, 12), 0.5)
+    env.step(action)
+    expected = env.task.default_pose + 0.5 * np.where(first[:, None], 0.0, 0.5)  # late: still the zero action
+    np.testing.assert_allclose(env.sim.ctrl, expected)
+    env.reset(4)
+    assert 0.3 < (env.task.late != first).mean() < 0.7  # redrawn at every episode start
+    nominal = go1(400, config=EXACT)
+    nominal.reset(3)
+    assert nominal.task.late.shape == (400,) and not nominal.task.late.any()

@@ -152,6 +152,9 @@ class Go1Config:
     motor_strength: tuple[float, float] = (0.9, 1.1)  # kp and torque limit scale, per motor
     push_interval_s: tuple[float, float] = (1.0, 3.0)  # time between kicks (mjlab's push_robot)
     push_velocity: float = 0.5  # m/s, uniform +- added to the base's x and y velocity (mjlab)
+    # Chance an episode's actions arrive one step late (action_latency on), else at once: a policy
+    # trained always late fell turning on time (docs/results.md, "Go1"); robots' delays vary.
+    latency_chance: float = 0.5
 
     def with_kwargs(self, kwargs: dict[str, Any]) -> Go1Config:
         """This config with fields replaced by ``--env-kwargs`` (``command_range=1.5,0.8,1.2``,
@@ -435,6 +438,7 @@ class Go1Joystick:
         self.command_timer = np.zeros(n, dtype=np.int64)  # steps to the next redraw
         self.push_timer = np.zeros(n, dtype=np.int64)
         self.last_action = np.zeros((n, self.act_dim))
+        self.late = np.zeros(n, dtype=bool)  # this episode's actions arrive a step late (action_latency)
         self.air_time = np.zeros((n, len(FEET)))
         self.last_contact = np.zeros((n, len(FEET)), dtype=bool)
 
@@ -497,12 +501,14 @@ class Go1Joystick:
             sim.expand("actuator_gainprm")[ids, :, 0] = KP * scale
             sim.expand("actuator_biasprm")[ids, :, 1] = -KP * scale
             sim.expand("actuator_forcerange")[ids] = self.forcerange * scale[..., None]
+        if on.action_latency:
+            self.late[ids] = rng.random(n) < cfg.latency_chance
 
     # -- one step --
 
     def act(self, sim: Any, action: np.ndarray, rng: np.random.Generator) -> None:
-        """Joint targets around the home pose; with latency, the previous step's action's."""
-        applied = self.last_action if self.cfg.randomization.action_latency else action
+        """Joint targets around the home pose; where the episode is late, the previous step's action's."""
+        applied = np.where(self.late[:, None], self.last_action, action)
         sim.ctrl[:] = self.default_pose + self.cfg.action_scale * applied
         if self.cfg.randomization.pushes:
             self._push(sim, rng)
@@ -603,7 +609,9 @@ class Go1Joystick:
             "standing_qpos": m.key_qpos[self.home].tolist(),
             "action": {"dim": self.act_dim, "clip": [-1.0, 1.0], "scale": cfg.action_scale,
                        "target": "default_joint_pos + scale * clip(action), rad",
-                       "latency_steps": int(cfg.randomization.action_latency)},
+                       "latency_steps": int(cfg.randomization.action_latency and cfg.latency_chance >= 1.0),
+                       "latency_trained": (f"one step late in {cfg.latency_chance:.0%} of episodes, else at once"
+                                           if cfg.randomization.action_latency else "at once")},
             "pd_gains": {"kp": [KP] * self.act_dim, "kd": [KD] * self.act_dim,
                          "law": "torque = clip(kp * (target - q) - kd * qdot, -torque_limits, torque_limits), "
                                 "N m, at every physics step (the motor driver's loop on the robot)"},
