@@ -61,7 +61,8 @@ def test_export_writes_the_description_into_the_onnx_metadata_and_beside_every_f
     desc = json.loads(props[DEPLOY_KEY])
     assert json.loads(deploy_file(exported["onnx"]).read_text()) == desc
     assert deploy_file(exported["onnx"]).name == "go1.deploy.json" and deploy_file(exported["pt2"]).is_file()
-    task_spec = json.loads(json.dumps(Go1Joystick().deploy_spec()))  # generated from the env's own definitions
+    trained_with = json.loads((exported["run"] / "config.json").read_text())["randomize"]  # the presets': all
+    task_spec = json.loads(json.dumps(Go1Joystick(randomization=trained_with).deploy_spec()))  # the env's own definitions
     assert desc == task_spec | {"policy": desc["policy"], "trained": desc["trained"]}
     assert [part["name"] for part in desc["observation"]] == [name for name, *_ in OBSERVATION]
     assert all(part["mujoco"] and part["on_robot"] for part in desc["observation"])
