@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> None:
     record = {"what": f"Go1 probe {args.name}", "command": "python benchmarks/go1_probe.py " + " ".join(sys.argv[1:]),
               "task_changes": {k: v for k, v in task.items() if k != "reward_weights"},
               "reward_weight_changes": {k: v for k, v in weights.items() if REWARD_WEIGHTS[k] != v},
-              "env_kwargs": task,
               "config": dataclasses.asdict(cfg), "summary": summary, "wall_s": round(time.time() - start, 1),
               "eval_curve": {k: v for k, v in curves.items() if k.startswith("eval/")},
               "entropy_curve": curves.get("losses/entropy", [])[:: max(1, len(curves.get("losses/entropy", [])) // 20)],

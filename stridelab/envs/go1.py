@@ -161,7 +161,7 @@ class Go1Config:
         """This config with fields replaced by ``--env-kwargs`` (``command_range=1.5,0.8,1.2``,
         ``reward_weights={'pose': 0}``: the named terms only); ``ValueError``, one line naming the
         bad key or value and what is allowed."""
-        fields = {f.name: f for f in dataclasses.fields(self) if f.name != "randomization"}
+        fields = [f.name for f in dataclasses.fields(self) if f.name != "randomization"]
         changes = {}
         for key, value in kwargs.items():
             if key not in fields:
@@ -179,8 +179,7 @@ def _field_value(key: str, value: Any, default: Any) -> Any:
     """``value`` in the form of ``default`` (a number, a tuple of as many numbers, or reward
     weights by term), or ``ValueError`` naming it."""
     if isinstance(default, dict):
-        bad = [k for k in value if k not in default] if isinstance(value, dict) else None
-        if bad is None or bad:
+        if not isinstance(value, dict) or not set(value) <= set(default):
             raise ValueError(f"--env-kwargs {key}={value!r}: give a dict of terms to weights; terms: {', '.join(default)}")
         return {**default, **{k: _field_value(f"{key}[{k!r}]", v, default[k]) for k, v in value.items()}}
     if isinstance(default, tuple):
