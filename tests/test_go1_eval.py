@@ -162,7 +162,7 @@ def test_the_tasks_settings_reach_every_env_the_run_builds_and_its_export(go1_ru
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"comand_range": 1}, ["--env-kwargs comand_range", "did you mean 'command_range'?", "penalty_curriculum"]),
-    ({"command_range": (1.5, 0.8)}, ["command_range=(1.5, 0.8)", "give 3 numbers", "command_range=1.0,0.5,1.0"]),
+    ({"command_range": (1.5, 0.8)}, ["command_range=(1.5, 0.8)", "give 3 numbers", "command_range=1.0,0.6,1.2"]),
     ({"reward_weights": {"posee": 0}}, ["give a dict of terms to weights", "feet_slip"]),
     ({"noise_level": "high"}, ["noise_level='high'", "give a number"]),
     ({"randomization": "all"}, ["domain randomization is --randomize"]),
