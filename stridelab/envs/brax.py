@@ -338,8 +338,11 @@ class BraxVecEnv:
         )
         self._carry: tuple | None = None
         self._unfinished: Callable[[], dict[str, torch.Tensor]] | None = None  # a started rollout
+        # The time limit is an argument, not a constant of the programs: envs of one task and
+        # batch size share their compiled step and rollouts whatever their episode length.
+        self._limit = self._put(jnp.int32(episode_length))
         self._pair_fn = self._program(self._draw_pair, (P(), P()), (_ENVS, _ENVS))
-        self._step_fn = self._program(self._step_impl, (_CARRY, _ENVS), (_CARRY, _ENVS, P()), donate=(0,))
+        self._step_fn = self._program(self._step_impl, (_CARRY, _ENVS, P()), (_CARRY, _ENVS, P()), donate=(0,))
         self._rollout_fns: dict[tuple, Any] = {}
 
     def _place(self, shards: int | str) -> None:
@@ -413,8 +416,9 @@ class BraxVecEnv:
         n = keys[0].shape[0]  # this shard's envs
         return tuple(jax.tree.map(lambda x, s=s: x[s], both) for s in (slice(0, n), slice(n, 2 * n)))
 
-    def _step_impl(self, carry: tuple, action: jax.Array) -> tuple:
-        """One step of every env, or none: ``(carry, out, halted)``.
+    def _step_impl(self, carry: tuple, action: jax.Array, limit: jax.Array) -> tuple:
+        """One step of every env, or none: ``(carry, out, halted)``; an episode reaching
+        ``limit`` steps is truncated.
 
         An ended env restarts from its spare fresh initial state. If an env ends whose spare is
         already spent, nothing is stepped: the same ``carry`` comes back with ``halted`` set, the
@@ -427,7 +431,7 @@ class BraxVecEnv:
         t1 = t + 1
         ep_return1 = ep_return + nxt.reward
         terminated = nxt.done > 0
-        truncated = (t1 >= self.spec.episode_length) & ~terminated
+        truncated = (t1 >= limit) & ~terminated
         done = terminated | truncated
         halted = self._any(done & used)
 
@@ -477,9 +481,9 @@ class BraxVecEnv:
         act = _torch_to_jax(action.float(), self._via_host)
         if self._mesh is not None:
             act = self._put(act, _ENVS)
-        carry, out, halted = self._step_fn(self._carry, act)
+        carry, out, halted = self._step_fn(self._carry, act, self._limit)
         if bool(halted):  # an env ended with its spare spent: redraw the spares, step again
-            carry, out, halted = self._step_fn(self._refill(carry), act)
+            carry, out, halted = self._step_fn(self._refill(carry), act, self._limit)
         self._carry = carry
         return StepResult(*self._to_torch(*out))
 
@@ -522,7 +526,7 @@ class BraxVecEnv:
         bufs = tuple(self._put(jnp.zeros((T, self.num_envs) + tail, dtype), _STEPS_ENVS)
                      for tail, dtype in fields.values())
         t0 = self._put(jnp.zeros((), jnp.int32))
-        self._carry, bufs, t_end = fn(self._carry, params, key, t0, bufs)
+        self._carry, bufs, t_end = fn(self._carry, params, key, t0, self._limit, bufs)
         done: dict[str, torch.Tensor] = {}
 
         def result() -> dict[str, torch.Tensor]:
@@ -530,7 +534,7 @@ class BraxVecEnv:
             if done:
                 return done
             while int(t_end) < T:  # halted: redraw the spares, go on from that step
-                self._carry, bufs, t_end = fn(self._refill(self._carry), params, key, t_end, bufs)
+                self._carry, bufs, t_end = fn(self._refill(self._carry), params, key, t_end, self._limit, bufs)
             *tensors, next_obs = self._to_torch(*bufs, self._carry[0].obs)
             done.update(zip(fields, tensors))
             # A copy: the carry's buffers are donated to (and overwritten by) the next call.
@@ -550,21 +554,21 @@ class BraxVecEnv:
                 "episode_length": ((), jnp.int32)}
 
     def _rollout_program(self, num_steps: int, clip: float, min_std: float, layers: tuple[str, ...]) -> Any:
-        """The jitted rollout loop for this policy shape (compiled once per shape and length)."""
+        """The jitted rollout loop for this policy shape (compiled once per shape and number of steps)."""
         from stridelab.envs import jax_policy
 
         fn_key = (num_steps, clip, min_std, layers)
         if fn_key in self._rollout_fns:
             return self._rollout_fns[fn_key]
 
-        def run(carry: tuple, params: dict, key: jax.Array, t0: jax.Array, bufs: tuple) -> tuple:
+        def run(carry: tuple, params: dict, key: jax.Array, t0: jax.Array, limit: jax.Array, bufs: tuple) -> tuple:
             keys = jax.random.split(key, num_steps)
 
             def body(loop: tuple) -> tuple:
                 t, c, b, _ = loop
                 obs = c[0].obs
                 action, u = jax_policy.sample(params, obs, keys[t], clip, min_std, layers, self._normal)
-                c, out, halted = self._step_impl(c, action)
+                c, out, halted = self._step_impl(c, action, limit)
                 # A halted step's row is written and then overwritten when the loop resumes.
                 b = tuple(buf.at[t].set(x) for buf, x in zip(b, (obs, u) + out[1:]))
                 return jnp.where(halted, t, t + 1), c, b, halted
@@ -575,8 +579,8 @@ class BraxVecEnv:
             t, carry, bufs, _ = jax.lax.while_loop(cond, body, (t0, carry, bufs, jnp.zeros((), bool)))
             return carry, bufs, t
 
-        fn = self._rollout_fns[fn_key] = self._program(run, (_CARRY, P(), P(), P(), _STEPS_ENVS),
-                                                       (_CARRY, _STEPS_ENVS, P()), donate=(0, 4))
+        fn = self._rollout_fns[fn_key] = self._program(run, (_CARRY, P(), P(), P(), P(), _STEPS_ENVS),
+                                                       (_CARRY, _STEPS_ENVS, P()), donate=(0, 5))
         return fn
 
     def _normal(self, key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
