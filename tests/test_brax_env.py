@@ -1,5 +1,6 @@
 """The Brax adapter: shapes, termination vs truncation, final observations, resets, determinism."""
 
+import jax
 import pytest
 import torch
 
@@ -117,6 +118,20 @@ def test_the_cpu_compiler_options_change_speed_not_physics(monkeypatch, task):
     xla_default = trajectory()
     assert CPU_COMPILER_OPTIONS and ours.abs().max() > 0.1
     torch.testing.assert_close(ours, xla_default, rtol=1e-4, atol=1e-4)
+
+
+def test_envs_that_differ_only_in_episode_length_compile_the_same_step():
+    """The time limit is an argument of the compiled step, so such envs share one program (and
+    its entry in the compilation cache); each still truncates at its own limit."""
+    envs = [make_env("inverted_pendulum", 4, episode_length=limit) for limit in (3, 5)]
+    texts, lengths = [], []
+    for e in envs:
+        e.reset(0)
+        texts.append(e._step_fn.lower(e._carry, jax.numpy.zeros((4, 1)), e._limit).as_text())
+        ends = [e.step(torch.zeros(4, 1)) for _ in range(5)]
+        lengths.append({int(x) for r in ends for x in r.episode_length[r.truncated]})
+    assert texts[0] == texts[1]
+    assert lengths == [{3}, {5}]
 
 
 def test_unknown_env_lists_valid_names():
