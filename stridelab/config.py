@@ -59,6 +59,7 @@ class TrainConfig:
     ortho_init: bool = field(default=False, metadata={"help": "orthogonal initialization with layer scaling: hidden layers gain sqrt(2), value output 1"})
     clip_grad: bool = field(default=True, metadata={"help": "clip each network's gradient norm to --max-grad-norm"})
     state_dependent_std: bool = field(default=True, metadata={"help": "the policy's std from a softplus head on the trunk (the original design); --no-state-dependent-std: one learned log-std per action dimension (SB3, CleanRL, rsl_rl)"})
+    symmetric: bool = field(default=False, metadata={"help": "a left-right symmetric policy and value net, built on the task's reflection (Go1JoystickFlatTerrain): a gait learned turning one way is the gait turning the other"})
     network: str = field(default="", metadata={"help": "a named policy and value network (the presets' [networks.NAME] tables); its fields win over the presets, a variant's switches and flags over it (empty: the presets' own)"})
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128], metadata={"help": "hidden layer sizes of the policy and (unless --value-hidden-sizes) the value net"})
     value_hidden_sizes: list[int] | None = field(default=None, metadata={"help": "hidden layer sizes of the value net (default: --hidden-sizes)"})
@@ -231,7 +232,7 @@ def presets_used(env: str, algo: str) -> dict[str, Any]:
 
 # What the weights' shapes, meaning and initialization depend on: fixed for the life of a run.
 ARCHITECTURE = ("network", "hidden_sizes", "value_hidden_sizes", "activation", "state_dependent_std",
-                "ortho_init", "init_std")
+                "ortho_init", "init_std", "symmetric")
 
 
 def network_descriptions() -> dict[str, str]:

@@ -16,6 +16,40 @@ from torch import nn
 from torch.distributions import Normal
 
 
+class Reflection(nn.Module):
+    """A task's left-right reflection: which observation (action) entries swap places and which
+    change sign when the world is mirrored in the robot's sagittal plane (a left turn becomes a
+    right turn, the left legs the right ones). An involution: applied twice it is the identity.
+
+    Args:
+        obs_index, obs_sign: ``reflect_obs(x)[..., i] = x[..., obs_index[i]] * obs_sign[i]``.
+        act_index, act_sign: the same for actions.
+    """
+
+    def __init__(self, obs_index: Sequence[int], obs_sign: Sequence[float], act_index: Sequence[int],
+                 act_sign: Sequence[float]) -> None:
+        super().__init__()
+        for name, index, sign in (("obs", obs_index, obs_sign), ("act", act_index, act_sign)):
+            i, s = torch.as_tensor(index, dtype=torch.long), torch.as_tensor(sign, dtype=torch.float32)
+            ones = torch.ones_like(s)
+            involution = i.shape == s.shape and torch.equal(i[i], torch.arange(len(i))) and torch.equal(s * s[i], ones)
+            if not involution or not torch.equal(s.abs(), ones):
+                raise ValueError(f"the {name} reflection is not an involution: indices {i.tolist()}, signs {s.tolist()}")
+            self.register_buffer(f"{name}_index", i)
+            self.register_buffer(f"{name}_sign", s)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Sequence[float]]) -> Reflection:
+        """From an :class:`~stridelab.envs.EnvSpec`'s ``reflection`` dict (the same four keys)."""
+        return cls(spec["obs_index"], spec["obs_sign"], spec["act_index"], spec["act_sign"])
+
+    def obs(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.obs_index] * self.obs_sign.to(x.dtype)
+
+    def act(self, a: torch.Tensor) -> torch.Tensor:
+        return a[..., self.act_index] * self.act_sign.to(a.dtype)
+
+
 class RunningMeanStd(nn.Module):
     """Running mean and (population) variance of a stream, merged batch by batch.
 
@@ -28,8 +62,12 @@ class RunningMeanStd(nn.Module):
         clip: normalized values are clipped to ``[-clip, clip]``.
     """
 
-    def __init__(self, shape: Sequence[int], epsilon: float = 1e-8, clip: float = 10.0) -> None:
+    def __init__(self, shape: Sequence[int], epsilon: float = 1e-8, clip: float = 10.0,
+                 reflection: Reflection | None = None) -> None:
         super().__init__()
+        # With a reflection every batch is merged together with its mirror image, so the statistics
+        # are symmetric and normalizing commutes with reflecting (what a symmetric policy needs).
+        self.reflection = reflection
         self.register_buffer("mean", torch.zeros(tuple(shape), dtype=torch.float64))
         self.register_buffer("var", torch.ones(tuple(shape), dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -41,6 +79,8 @@ class RunningMeanStd(nn.Module):
         """Merge a batch ``[B, *shape]`` into the statistics; with a data-parallel ``comm``
         (:class:`stridelab.distributed.Comm`), the union of every process's batch."""
         x = x.reshape(-1, *self.mean.shape).to(torch.float64)
+        if self.reflection is not None:
+            x = torch.cat([x, self.reflection.obs(x)])
         if comm is None or not comm.active:
             self.update_from_moments(x.mean(0), x.var(0, unbiased=False), x.shape[0])
             return
@@ -95,8 +135,9 @@ class GaussianPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (128, 128), min_std: float = 1e-3,
                  init_std: float | None = None, activation: str = "relu", state_dependent_std: bool = True,
-                 ortho_init: bool = False) -> None:
+                 ortho_init: bool = False, reflection: Reflection | None = None) -> None:
         super().__init__()
+        self.reflection = reflection
         self.trunk = mlp([obs_dim, *hidden], activation, activate_last=True)
         self.mu = nn.Linear(hidden[-1], act_dim)
         self.min_std = min_std
@@ -122,13 +163,28 @@ class GaussianPolicy(nn.Module):
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs [B, obs_dim]`` (normalized) -> the deterministic action ``[B, act_dim]`` in [-1, 1]."""
-        return torch.tanh(self.mu(self.trunk(obs)))
+        if self.reflection is None:
+            return torch.tanh(self.mu(self.trunk(obs)))
+        mean = torch.tanh(self.mu(self.trunk(torch.cat([obs, self.reflection.obs(obs)]))))
+        n = obs.shape[0]
+        return 0.5 * (mean[:n] + self.reflection.act(mean[n:]))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``."""
-        h = self.trunk(obs)
+        """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``.
+
+        With a reflection R the policy is symmetric by construction, ``pi(R s) = R pi(s)``: the
+        network's answers for ``s`` and for ``R s`` (reflected back) are averaged, so a gait learned
+        turning right is the same gait turning left (Mittal et al. 2024, "Symmetry considerations
+        for learning task symmetric robot policies"; the averaging is the group's Reynolds operator)."""
+        if self.reflection is None:
+            h = self.trunk(obs)
+            mean = torch.tanh(self.mu(h))
+            return mean, self._std(h, mean)
+        r, n = self.reflection, obs.shape[0]
+        h = self.trunk(torch.cat([obs, r.obs(obs)]))
         mean = torch.tanh(self.mu(h))
-        return mean, self._std(h, mean)
+        std = self._std(h, mean)
+        return 0.5 * (mean[:n] + r.act(mean[n:])), 0.5 * (std[:n] + std[n:, r.act_index])
 
     @torch.jit.unused  # the exported programs run mean() alone; TorchScript need not see both heads
     def _std(self, h, mean):  # noqa: ANN001, ANN202  (TorchScript reads no postponed annotations here)
@@ -152,15 +208,19 @@ class ValueNet(nn.Module):
     """State-value function ``V(s)``: an MLP with one output."""
 
     def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), activation: str = "relu",
-                 ortho_init: bool = False) -> None:
+                 ortho_init: bool = False, reflection: Reflection | None = None) -> None:
         super().__init__()
+        self.reflection = reflection
         self.net = mlp([obs_dim, *hidden, 1], activation)
         if ortho_init:
             orthogonal_init(self.net, last_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """``obs [B, obs_dim]`` (normalized) -> ``[B]``."""
-        return self.net(obs).squeeze(-1)
+        """``obs [B, obs_dim]`` (normalized) -> ``[B]``; with a reflection R, ``V(R s) = V(s)``."""
+        if self.reflection is None:
+            return self.net(obs).squeeze(-1)
+        v, n = self.net(torch.cat([obs, self.reflection.obs(obs)])).squeeze(-1), obs.shape[0]
+        return 0.5 * (v[:n] + v[n:])
 
 
 class ActorCritic(nn.Module):
@@ -185,14 +245,16 @@ class ActorCritic(nn.Module):
         state_dependent_std: bool = True,
         ortho_init: bool = False,
         obs_clip: float = 10.0,
+        reflection: Reflection | None = None,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.obs_rms = RunningMeanStd((obs_dim,), clip=obs_clip if obs_clip > 0 else math.inf)
+        self.obs_rms = RunningMeanStd((obs_dim,), clip=obs_clip if obs_clip > 0 else math.inf, reflection=reflection)
         self.policy = GaussianPolicy(obs_dim, act_dim, hidden_sizes, init_std=init_std, activation=activation,
-                                     state_dependent_std=state_dependent_std, ortho_init=ortho_init)
+                                     state_dependent_std=state_dependent_std, ortho_init=ortho_init,
+                                     reflection=reflection)
         self.value = ValueNet(obs_dim, hidden_sizes if value_hidden_sizes is None else value_hidden_sizes, activation,
-                              ortho_init=ortho_init)
+                              ortho_init=ortho_init, reflection=reflection)
         low = torch.full((act_dim,), -1.0) if action_low is None else torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.full((act_dim,), 1.0) if action_high is None else torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("action_low", low)
@@ -228,10 +290,15 @@ class ActorCritic(nn.Module):
 
 def build_agent(cfg: Any, spec: Any) -> ActorCritic:
     """The networks ``cfg`` describes (``hidden_sizes``, ``value_hidden_sizes``, ``activation``,
-    ``init_std``, ``state_dependent_std``, ``ortho_init``, ``obs_clip``) for the task ``spec``: an :class:`~stridelab.envs.EnvSpec` or, from a
-    checkpoint, its dict."""
-    fact = spec.get if isinstance(spec, dict) else lambda key: getattr(spec, key)
+    ``init_std``, ``state_dependent_std``, ``ortho_init``, ``obs_clip``, ``symmetric``) for the
+    task ``spec``: an :class:`~stridelab.envs.EnvSpec` or, from a checkpoint, its dict."""
+    fact = spec.get if isinstance(spec, dict) else lambda key: getattr(spec, key, None)
+    reflection = None
+    if getattr(cfg, "symmetric", False):
+        if not fact("reflection"):
+            raise ValueError(f"--symmetric: {fact('name')} has no left-right reflection (Go1JoystickFlatTerrain has)")
+        reflection = Reflection.from_spec(fact("reflection"))
     return ActorCritic(fact("obs_dim"), fact("act_dim"), fact("action_low"), fact("action_high"),
                        hidden_sizes=cfg.hidden_sizes, value_hidden_sizes=cfg.value_hidden_sizes,
                        activation=cfg.activation, init_std=cfg.init_std, state_dependent_std=cfg.state_dependent_std,
-                       ortho_init=cfg.ortho_init, obs_clip=cfg.obs_clip)
+                       ortho_init=cfg.ortho_init, obs_clip=cfg.obs_clip, reflection=reflection)

@@ -55,6 +55,9 @@ class EnvSpec:
     dt: float
     """Seconds of simulated time per env step (for real-time video)."""
     episode_length: int
+    reflection: dict[str, list[float]] | None = None
+    """The task's left-right reflection, if it has one: ``obs_index``, ``obs_sign``, ``act_index``,
+    ``act_sign`` (:class:`stridelab.models.Reflection`; ``--symmetric`` builds a policy on it)."""
 
 
 class VecEnv(Protocol):

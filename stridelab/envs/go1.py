@@ -68,6 +68,17 @@ OBSERVATION_SOURCES = {
                 "(about z, counterclockwise) rad/s", "the joystick, scaled into command_ranges"),
 }
 
+# The left-right reflection (the world mirrored in the trunk's x-z plane): each observation part's
+# sign per component; joint-space parts swap each right leg with its left one and negate the hip
+# (abduction) angles. Menagerie's Go1 is mirror-symmetric but for the trunk's centre of mass (2 mm
+# off the middle), and its home pose is (hips at 0).
+REFLECTED_SIGNS = {
+    "base_lin_vel": (1, -1, 1), "base_ang_vel": (-1, 1, -1), "projected_gravity": (1, -1, 1),
+    "command": (1, -1, -1),  # forward stays, sideways and yaw turn round
+}
+JOINT_PARTS = ("joint_pos", "joint_vel", "last_action")
+MIRROR_LEGS = {"FR": "FL", "FL": "FR", "RR": "RL", "RL": "RR"}
+
 # The scripted commands a video of the task follows: (seconds, command, caption).
 VIDEO_SCRIPT = (
     (2.0, (0.0, 0.0, 0.0), "stand"),
@@ -591,6 +602,25 @@ class Go1Joystick:
                 "joint_pos": sim.qpos[ids][:, self.qpos_index] - self.default_pose,
                 "joint_vel": sim.qvel[ids][:, self.dof_index], "last_action": self.last_action[ids],
                 "command": self.command[ids]}
+
+    def reflection(self) -> dict[str, list[float]]:
+        """:data:`REFLECTED_SIGNS` and the leg swap as :class:`~stridelab.envs.EnvSpec`'s
+        ``reflection`` (indices and signs over the observation and the action)."""
+        names = [self.model.actuator(i).name for i in range(self.act_dim)]  # "FR_hip", ...
+        partner = [names.index(f"{MIRROR_LEGS[leg]}_{part}") for leg, part in (n.split("_") for n in names)]
+        joint_sign = [-1.0 if n.endswith("_hip") else 1.0 for n in names]
+        obs_index: list[int] = []
+        obs_sign: list[float] = []
+        start = 0
+        for name, size, _, _ in OBSERVATION:
+            if name in JOINT_PARTS:
+                obs_index += [start + j for j in partner]
+                obs_sign += joint_sign
+            else:
+                obs_index += range(start, start + size)
+                obs_sign += map(float, REFLECTED_SIGNS[name])
+            start += size
+        return {"obs_index": obs_index, "obs_sign": obs_sign, "act_index": partner, "act_sign": joint_sign}
 
     def deploy_spec(self) -> dict[str, Any]:
         """What a robot-side loop needs to run the policy, JSON-ready: the observation's layout and

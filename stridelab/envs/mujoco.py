@@ -106,7 +106,8 @@ class BatchedSim:
 
 
 class Task(Protocol):
-    """What :class:`MujocoVecEnv` asks of a task; arrays are numpy, batched over ``N`` envs."""
+    """What :class:`MujocoVecEnv` asks of a task; arrays are numpy, batched over ``N`` envs. A
+    task with a left-right symmetry may also have ``reflection() -> dict`` (:class:`EnvSpec`'s)."""
 
     name: str
     model: mujoco.MjModel
@@ -160,7 +161,8 @@ class MujocoVecEnv:
         self.sim = BatchedSim(task.model, self.num_envs, plan_threads(threads, self.num_envs))
         self.spec = EnvSpec(name=task.name, simulator="mujoco", obs_dim=task.obs_dim, act_dim=task.act_dim,
                             action_low=(-1.0,) * task.act_dim, action_high=(1.0,) * task.act_dim,
-                            dt=task.ctrl_dt, episode_length=int(episode_length))
+                            dt=task.ctrl_dt, episode_length=int(episode_length),
+                            reflection=task.reflection() if hasattr(task, "reflection") else None)
         self._everyone = np.arange(self.num_envs)
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int32)
@@ -229,6 +231,11 @@ def plan_threads(requested: int | str, num_envs: int) -> int:
     if n < 1:
         raise ValueError(f"--env-shards (the MuJoCo simulator's threads) must be >= 1, got {requested!r}")
     return max(1, min(n, int(num_envs)))
+
+
+def reflected_tasks() -> tuple[str, ...]:
+    """The tasks with a left-right reflection (``--symmetric``)."""
+    return tuple(name for name, task in TASKS.items() if hasattr(task, "reflection"))
 
 
 def validate(cfg: Any) -> None:

@@ -133,7 +133,18 @@ def validate_settings(cfg: Any) -> None:
     _refuse_task_options(simulator, getattr(cfg, "randomize", "none"))
     if getattr(cfg, "env_kwargs", None):
         _refuse_env_kwargs(simulator)
+    if getattr(cfg, "symmetric", False):
+        _refuse_symmetric(simulator, cfg.env)
     simulator_module(simulator).validate(dataclasses.replace(cfg, env=import_task(cfg.env)))
+
+
+def _refuse_symmetric(simulator: str, env: str) -> None:
+    """``ValueError`` (one line) for ``--symmetric`` on a task with no left-right reflection
+    (a simulator's ``reflected_tasks()`` names those it has)."""
+    if env not in getattr(simulator_module(simulator), "reflected_tasks", tuple)():
+        having = [t for s in SIMULATORS for t in getattr(simulator_module(s), "reflected_tasks", tuple)()]
+        raise ValueError(f"--symmetric: {env} has no left-right reflection to build a symmetric policy on; "
+                         f"tasks with one: {', '.join(having)}")
 
 
 def _refuse_env_kwargs(simulator: str) -> None:
