@@ -22,6 +22,8 @@ from stridelab.envs.brax import MIN_ENVS_PER_SHARD, plan_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 N, T, LIMIT = 256, 16, 12  # episodes of 12 steps: every env ends, the spares run out and are redrawn
+# The task is Brax's inverted pendulum: the sharding is the same for every task, the pendulum's
+# programs compile in a third of hopper's time, and its poles fall, so episodes end both ways.
 
 
 def test_auto_takes_every_device_while_each_shard_keeps_enough_envs():
@@ -88,9 +90,9 @@ from stridelab.models import build_agent
 
 runs, out = {{}}, {{}}
 for shards in (1, 2):
-    env = make_env("hopper", {N}, episode_length={LIMIT}, shards=shards)
+    env = make_env("inverted_pendulum", {N}, episode_length={LIMIT}, shards=shards)
     torch.manual_seed(0)
-    agent = build_agent(build_config({{"env": "hopper", "algo": "ppo"}}), env.spec)
+    agent = build_agent(build_config({{"env": "inverted_pendulum", "algo": "ppo"}}), env.spec)
     first = env.reset(3)
     rollouts = [env.rollout(agent, {T}, seed=5 + i) for i in range(3)]
     steps = [env.step(torch.full((env.num_envs, env.spec.act_dim), 0.3)) for _ in range(2)]
@@ -107,6 +109,7 @@ out["ended"] = [int(e.sum()) for e in ends]
 out["lengths_at_truncation"] = sorted({{int(x) for r in r2 for x in r["episode_length"][r["truncated"]]}})
 # after the time limit every env restarts from its own fresh state: all first observations differ
 restart = r2[1]["obs"][{LIMIT} * 2 - {T}]
+out["terminated"] = [int(r["terminated"].sum()) for r in r2]
 out["distinct_restarts"] = int(torch.unique(restart, dim=0).shape[0])
 """
 
@@ -114,7 +117,7 @@ TRAINING = """
 from stridelab.config import build_config
 from stridelab.train import train
 # Episodes of LIMIT steps: the evaluation at the end is one more program run, not the subject.
-cfg = build_config({{"env": "hopper", "algo": "ppo", "num_envs": 64, "num_steps": 8, "total_steps": 64 * 8 * 2,
+cfg = build_config({{"env": "inverted_pendulum", "algo": "ppo", "num_envs": 64, "num_steps": 8, "total_steps": 64 * 8 * 2,
                     "env_shards": "2", "eval_episodes": 2, "eval_every": 0, "progress": False,
                     "episode_length": {limit}, "run_dir": {run_dir!r}}})
 s = train(cfg)
@@ -154,7 +157,7 @@ def rollouts(children: dict) -> dict:
 
 def test_two_shards_give_the_batch_of_one_in_the_same_shapes_and_order(rollouts):
     assert rollouts["shards"] == [1, 2]
-    od, ad = 11, 3  # hopper
+    od, ad = 4, 1  # inverted pendulum
     assert rollouts["fields"] == {
         "obs": [[T, N, od], "torch.float32"], "u": [[T, N, ad], "torch.float32"], "reward": [[T, N], "torch.float32"],
         "terminated": [[T, N], "torch.bool"], "truncated": [[T, N], "torch.bool"],
@@ -167,8 +170,9 @@ def test_two_shards_give_the_batch_of_one_in_the_same_shapes_and_order(rollouts)
 
 def test_two_shards_follow_the_same_trajectories_within_float_rounding(rollouts):
     # The fused rollout's policy multiplies [N / shards, obs] matrices instead of [N, obs]; XLA
-    # blocks a product by its shape, so the actions differ in the last bit and the states drift
-    # by about 1e-5 over 48 steps. The noise, the episode ends and the restarts are the same.
+    # blocks a product by its shape, so on a larger task (hopper) the actions differ in the last
+    # bit and the states drift by about 1e-5 over 48 steps (on the pendulum they come out equal).
+    # The noise, the episode ends and the restarts are the same.
     diff, exact = rollouts["diff"], rollouts["exact"]
     assert diff["u"] < 1e-5
     assert diff["obs"] < 1e-3 and diff["final_obs"] < 1e-3 and diff["next_obs"] < 1e-3
@@ -178,6 +182,7 @@ def test_two_shards_follow_the_same_trajectories_within_float_rounding(rollouts)
 
 def test_episodes_end_and_restart_across_shards(rollouts):
     assert all(n >= N for n in rollouts["ended"][1:])  # every env reached the time limit (again)
+    assert min(rollouts["terminated"]) > 0  # poles fell (the same ones: exact["terminated"] above)
     assert rollouts["lengths_at_truncation"] == [LIMIT]
     assert rollouts["distinct_restarts"] == N  # from fresh, distinct states, the spares redrawn
 
