@@ -191,10 +191,10 @@ def test_the_first_observation_is_not_overwritten_by_the_next_steps():
     """reset's observations are torch's own: the carry they came from is donated to each step.
     (XLA's CPU client copies a donated buffer that torch still views; a GPU client refuses the
     donation and the step fails, so on a GPU this test fails without reset's copy.)"""
-    env = make_env("ant", 8, device="cpu")
+    env = make_env("ant", N, device="cpu")  # the module's batch size: its programs are compiled already
     obs = env.reset(seed=3)
     kept = obs.clone()
     for _ in range(3):
-        nxt = env.step(torch.zeros(8, env.spec.act_dim)).obs
+        nxt = env.step(torch.zeros(N, env.spec.act_dim)).obs
     assert not torch.equal(nxt, kept)  # the state did move ...
     assert torch.equal(obs, kept)  # ... and the first observations stayed as they were

@@ -88,11 +88,12 @@ def test_summary_gives_the_cpu_time_an_env_step_costs(ppo_run):
 
 def test_eval_of_the_checkpoint_prints_mean_and_std(ppo_run, capsys):
     run, _ = ppo_run
-    code, stdout, stderr = stridelab_here(capsys, "eval", run, "--episodes", "3", "--json")
+    # 2 episodes: an evaluation batch of 2 ant envs, whose programs other tests compile too
+    code, stdout, stderr = stridelab_here(capsys, "eval", run, "--episodes", "2", "--json")
     assert code == 0, stderr[-3000:]
     out = json.loads(stdout.strip().splitlines()[-1])
-    assert out["episodes"] == 3 and len(out["returns"]) == 3
-    assert out["mean"] == pytest.approx(sum(out["returns"]) / 3, rel=1e-5)
+    assert out["episodes"] == 2 and len(out["returns"]) == 2
+    assert out["mean"] == pytest.approx(sum(out["returns"]) / 2, rel=1e-5)
     assert out["global_step"] == 3072
 
 
