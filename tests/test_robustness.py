@@ -136,6 +136,21 @@ def test_same_seed_same_metrics(tmp_path, algo, env):
     assert len(runs[0]["losses/value_loss"]) == cfg.num_iterations >= 3
 
 
+def test_a_native_mujoco_run_repeats_from_its_seed_whatever_the_update_threads(tmp_path):
+    """Go1 with every randomization on, trained by TRPO twice from one seed: once on one torch
+    thread, once on two (``--torch-threads auto`` picks the count each iteration from the machine's
+    load, and BLAS's dot products in the conjugate gradient changed with it)."""
+    runs = []
+    for threads in ("1", "2"):
+        cfg = build_config({"env": "Go1JoystickFlatTerrain", "algo": "trpo", "num_envs": 32, "num_steps": 16,
+                            "total_steps": 32 * 16 * 2, "eval_episodes": 0, "progress": False, "seed": 3,
+                            "torch_threads": threads, "run_dir": str(tmp_path / threads)})
+        train(cfg)
+        runs.append(_scalars_without_timing(cfg.run_dir))
+    assert runs[0] == runs[1]
+    assert len(runs[0]["losses/value_loss"]) == 2
+
+
 # --- damaged and mismatched checkpoints, through the CLI --------------------------------------
 # (the command's own ``main`` in this process: what the user reads and the exit code are the
 # subject, not the process)

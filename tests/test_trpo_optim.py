@@ -6,7 +6,7 @@ from torch.func import functional_call
 
 from stridelab.models import GaussianPolicy
 from stridelab.ops import gaussian_kl, gaussian_log_prob
-from stridelab.ops.cg import conjugate_gradient, fisher_vector_product, flat_params
+from stridelab.ops.cg import conjugate_gradient, dot, fisher_vector_product, flat_params
 from stridelab.optim import TRPO
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -225,3 +225,52 @@ def test_subsampled_fisher_still_respects_the_trust_region_on_the_whole_batch(se
         _, kl = closure()
     assert kl.item() <= 0.01 + 1e-9
     assert info["accepted"] == 1.0
+
+
+def _with_threads(n, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [7, 24_344, 300_000])
+def test_dot_is_the_float64_dot_and_the_same_on_one_thread_or_two(n):
+    g = torch.Generator().manual_seed(n)
+    a, b = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    one, two = (_with_threads(t, lambda: dot(a, b)) for t in (1, 2))
+    assert torch.equal(one, two)
+    assert one.item() == pytest.approx(a.double().dot(b.double()).item(), abs=1e-6 * n**0.5)
+    if n == 300_000:  # where the sum is long enough for torch to split it, its own dot is not
+        assert not torch.equal(*(_with_threads(t, lambda: a.dot(b)) for t in (1, 2)))
+
+
+def test_a_trpo_step_is_the_same_whatever_torchs_thread_count():
+    """A run whose update threads follow the machine's load (``--torch-threads auto``) repeats
+    from its seed only if the step does not depend on them (the conjugate gradient's dot products
+    were BLAS's, whose last bits did)."""
+    torch.manual_seed(0)
+    obs, act, adv = torch.randn(1024, 48), torch.randn(1024, 12), torch.randn(1024)
+    policy = GaussianPolicy(48, 12, hidden=(128, 128))  # Go1's: BLAS splits its 24k weights' dot products
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    with torch.no_grad():
+        mean_old, std_old = policy(obs)
+        logp_old = gaussian_log_prob(mean_old, std_old, act)
+
+    def step():
+        policy.load_state_dict(start)
+        opt = TRPO(policy.parameters(), max_kl=0.01)
+
+        def closure():
+            mean, std = policy(obs)
+            loss = -(torch.exp(gaussian_log_prob(mean, std, act) - logp_old) * adv).mean()
+            return loss, gaussian_kl(mean_old, std_old, mean, std).mean()
+
+        info = opt.step(closure)
+        return info, flat_params(list(policy.parameters()))
+
+    (info1, w1), (info2, w2) = (_with_threads(t, step) for t in (1, 2))
+    assert info1["accepted"] == 1.0 and info1 == info2
+    assert torch.equal(w1, w2)

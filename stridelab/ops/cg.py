@@ -5,6 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
+
+_DOT_BLOCK = 1024
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a . b`` summed in an order that does not depend on torch's CPU thread count.
+
+    ``torch.dot`` (BLAS) and a full ``sum()`` split the sum among threads, so their last bits
+    change with the count, and a run whose thread count follows the machine's load
+    (``--torch-threads auto``) would not repeat from its seed: TRPO's conjugate gradient amplifies
+    the difference. Here each of ``_DOT_BLOCK`` partial sums is one thread's (a reduction over the
+    first dimension is split by output), then the partials are summed alone."""
+    prod = (a * b).reshape(-1)
+    return F.pad(prod, (0, -prod.numel() % _DOT_BLOCK)).view(-1, _DOT_BLOCK).sum(0).sum()
 
 
 def conjugate_gradient(
@@ -21,15 +36,15 @@ def conjugate_gradient(
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
-    rr = r.dot(r)
+    rr = dot(r, r)
     for _ in range(iters):
         if rr < tol:
             break
         Ap = matvec(p)
-        alpha = rr / p.dot(Ap)
+        alpha = rr / dot(p, Ap)
         x.add_(alpha * p)
         r.sub_(alpha * Ap)
-        rr_new = r.dot(r)
+        rr_new = dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x, rr.sqrt()
@@ -70,7 +85,7 @@ def fisher_vector_product(
     grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
-        hv = flat_grad(grad_kl.dot(v), params, retain_graph=True)
+        hv = flat_grad(dot(grad_kl, v), params, retain_graph=True)
         if reduce is not None:
             hv = reduce(hv)
         return hv + damping * v

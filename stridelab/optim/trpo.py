@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from stridelab.ops.cg import conjugate_gradient, fisher_vector_product, flat_grad, flat_params, set_flat_params
+from stridelab.ops.cg import conjugate_gradient, dot, fisher_vector_product, flat_grad, flat_params, set_flat_params
 
 Closure = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
@@ -108,7 +108,7 @@ class TRPO(torch.optim.Optimizer):
         loss_before, g, full_step, residual = self._full_step(closure, fisher_closure, params, group)
         info = {
             "loss_before": float(loss_before),
-            "expected_improvement": float(-g.dot(full_step)),
+            "expected_improvement": float(-dot(g, full_step)),
             "cg_residual": float(residual),
             "accepted": 0.0,
             "backtracks": float(group["max_backtracks"]),
@@ -129,7 +129,7 @@ class TRPO(torch.optim.Optimizer):
         with torch.no_grad():
             new_loss, new_kl = (self._reduce(t) for t in closure())
         info.update(accepted=1.0, backtracks=0.0, kl=float(new_kl), loss_after=float(new_loss),
-                    step_norm=float(full_step.norm()))
+                    step_norm=float(dot(full_step, full_step).sqrt()))
         return info
 
     def _full_step(self, closure: Closure, fisher_closure: Callable[[], torch.Tensor] | None,
@@ -143,7 +143,7 @@ class TRPO(torch.optim.Optimizer):
             fisher_kl = kl if fisher_closure is None else fisher_closure()
             fvp = fisher_vector_product(fisher_kl, params, group["damping"], reduce=reduce)
             x, residual = conjugate_gradient(fvp, g, iters=group["cg_iters"])
-            shs = x.dot(fvp(x))
+            shs = dot(x, fvp(x))
         # Guard the sqrt: a zero gradient (or a non-PD curvature estimate) gives no step.
         scale = torch.sqrt(2.0 * group["max_kl"] / shs) if shs > 0 else torch.zeros_like(shs)
         return reduce(loss.detach()), g, scale * -x, residual
@@ -159,7 +159,7 @@ class TRPO(torch.optim.Optimizer):
                 new_loss, new_kl = (self._reduce(t) for t in closure())
             if bool(torch.isfinite(new_loss)) and new_kl <= group["max_kl"] and new_loss < loss_before:
                 info.update(accepted=1.0, backtracks=float(i), kl=float(new_kl), loss_after=float(new_loss),
-                            step_norm=float(frac * full_step.norm()))
+                            step_norm=float(frac * dot(full_step, full_step).sqrt()))
                 return info
             frac *= group["backtrack_ratio"]
         set_flat_params(params, old)
