@@ -239,7 +239,7 @@ def stage_install(ctx: Context, record: dict, deadline: float) -> None:
     plan = run_child([make, "-n", "-B", "install"], deadline)
     if plan.timed_out:
         raise StageTimeout
-    pip = [ln for ln in plan.out.splitlines() if "pip install --quiet -e" in ln]
+    pip = [ln for ln in plan.out.splitlines() if "pip install --quiet" in ln and " -e " in ln]
     record["planned_install"] = pip[0].strip() if pip else None
     record["cuda_extra"] = bool(pip) and ",cuda]" in pip[0]
     if ctx.plan.rehearsal:

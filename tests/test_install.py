@@ -15,7 +15,7 @@ def _planned_install(path: str) -> str:
     # sits in /usr/bin beside it).
     out = subprocess.run([shutil.which("make"), "-n", "-B", "install"], cwd=ROOT,
                          env={**os.environ, "PATH": path}, capture_output=True, text=True, check=True).stdout
-    (line,) = [ln for ln in out.splitlines() if "pip install --quiet -e" in ln]
+    (line,) = [ln for ln in out.splitlines() if "pip install --quiet" in ln and " -e " in ln]
     return line
 
 
