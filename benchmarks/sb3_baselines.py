@@ -35,7 +35,7 @@ def build(algo: str, env_id: str, seed: int):  # noqa: ANN201
         from stable_baselines3 import PPO
 
         venv = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), gamma=0.99)
-        return PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0), venv
+        return quiet(PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0)), venv
     from sb3_contrib import TRPO
 
     venv = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed), gamma=0.99)
@@ -43,7 +43,16 @@ def build(algo: str, env_id: str, seed: int):  # noqa: ANN201
                   cg_max_steps=25, cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3)
     if env_id.startswith("HalfCheetah"):
         kwargs["target_kl"] = 0.04
-    return TRPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs), venv
+    return quiet(TRPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)), venv
+
+
+def quiet(model):  # noqa: ANN001, ANN201
+    """``model`` with a logger that writes nothing: left to itself, SB3's ``learn`` makes an
+    empty ``SB3-<date>`` folder in the temporary directory on every call."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def evaluate(model, venv, env_id: str, episodes: int, seed: int) -> list[float]:  # noqa: ANN001

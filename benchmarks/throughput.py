@@ -326,7 +326,10 @@ def sb3(algo: str, env_id: str, steps: int) -> dict:
         from stable_baselines3 import PPO as Algo
     else:
         from sb3_contrib import TRPO as Algo
+    from stable_baselines3.common.logger import Logger
+
     model = Algo("MlpPolicy", venv, seed=1, device="cpu", verbose=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # else each learn() makes an SB3-<date> folder in /tmp
     model.learn(total_timesteps=2048)  # one rollout and one update: warm-up
     first = time.perf_counter() - _T0
     t = time.perf_counter()

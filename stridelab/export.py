@@ -79,12 +79,16 @@ class DeterministicPolicy(nn.Module):
         self.register_buffer("obs_std", torch.sqrt(rms.var + rms.epsilon).detach().float().clone())
         self.clip = float(rms.clip)
         self.policy = copy.deepcopy(agent.policy).float()  # the one policy definition, its mean alone
+        self.reflection = copy.deepcopy(agent.reflection)  # a symmetric policy's (ActorCritic.canonical)
         self.register_buffer("action_low", agent.action_low.detach().float().clone())
         self.register_buffer("action_high", agent.action_high.detach().float().clone())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = ((obs - self.obs_mean) / self.obs_std).clamp(-self.clip, self.clip)
+        seen = obs if self.reflection is None else self.reflection.canonical(obs)[0]
+        x = ((seen - self.obs_mean) / self.obs_std).clamp(-self.clip, self.clip)
         u = self.policy.mean(x)
+        if self.reflection is not None:
+            u = torch.where(self.reflection.mirrored(obs), self.reflection.act(u), u)
         action = self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
         return torch.where(obs.isnan().any(dim=-1, keepdim=True), torch.nan, action)
 

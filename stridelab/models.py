@@ -17,17 +17,22 @@ from torch.distributions import Normal
 
 
 class Reflection(nn.Module):
-    """A task's left-right reflection: which observation (action) entries swap places and which
+    """A task's left-right reflection R: which observation (action) entries swap places and which
     change sign when the world is mirrored in the robot's sagittal plane (a left turn becomes a
     right turn, the left legs the right ones). An involution: applied twice it is the identity.
+
+    ``key_index`` names observation entries that R negates in place (Go1: the yaw and sideways
+    commands), in order of precedence: the first nonzero one's sign says which half of the
+    observation space a state lies in, R swapping the halves (:meth:`mirrored`).
 
     Args:
         obs_index, obs_sign: ``reflect_obs(x)[..., i] = x[..., obs_index[i]] * obs_sign[i]``.
         act_index, act_sign: the same for actions.
+        key_index: the entries whose signs choose the half.
     """
 
     def __init__(self, obs_index: Sequence[int], obs_sign: Sequence[float], act_index: Sequence[int],
-                 act_sign: Sequence[float]) -> None:
+                 act_sign: Sequence[float], key_index: Sequence[int]) -> None:
         super().__init__()
         for name, index, sign in (("obs", obs_index, obs_sign), ("act", act_index, act_sign)):
             i, s = torch.as_tensor(index, dtype=torch.long), torch.as_tensor(sign, dtype=torch.float32)
@@ -37,17 +42,36 @@ class Reflection(nn.Module):
                 raise ValueError(f"the {name} reflection is not an involution: indices {i.tolist()}, signs {s.tolist()}")
             self.register_buffer(f"{name}_index", i)
             self.register_buffer(f"{name}_sign", s)
+        keys = torch.as_tensor(key_index, dtype=torch.long)
+        if not len(keys) or not all(self.obs_index[k] == k and self.obs_sign[k] == -1 for k in keys):
+            raise ValueError(f"key_index {keys.tolist()}: give entries the reflection negates in place")
+        self.register_buffer("key_index", keys)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Sequence[float]]) -> Reflection:
-        """From an :class:`~stridelab.envs.EnvSpec`'s ``reflection`` dict (the same four keys)."""
-        return cls(spec["obs_index"], spec["obs_sign"], spec["act_index"], spec["act_sign"])
+        """From an :class:`~stridelab.envs.EnvSpec`'s ``reflection`` dict (the same five keys)."""
+        return cls(spec["obs_index"], spec["obs_sign"], spec["act_index"], spec["act_sign"], spec["key_index"])
 
     def obs(self, x: torch.Tensor) -> torch.Tensor:
-        return x[..., self.obs_index] * self.obs_sign.to(x.dtype)
+        return x.index_select(-1, self.obs_index) * self.obs_sign.to(x.dtype)
 
     def act(self, a: torch.Tensor) -> torch.Tensor:
-        return a[..., self.act_index] * self.act_sign.to(a.dtype)
+        return a.index_select(-1, self.act_index) * self.act_sign.to(a.dtype)
+
+    def mirrored(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]`` bool: whether each observation lies in the mirrored half (its first nonzero
+        key negative). ``mirrored(R x) = not mirrored(x)`` wherever a key is nonzero."""
+        keys = x.index_select(-1, self.key_index)
+        flip = torch.zeros_like(keys.narrow(-1, 0, 1), dtype=torch.bool)
+        for j in range(keys.shape[-1] - 1, -1, -1):  # the first nonzero key decides
+            k = keys.narrow(-1, j, 1)
+            flip = (k < 0) | ((k == 0) & flip)  # logic ops, not where(): ONNX Runtime has no boolean Where
+        return flip
+
+    def canonical(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x reflected where it lies in the mirrored half, that mask)``: every state in one half."""
+        flip = self.mirrored(x)
+        return torch.where(flip, self.obs(x), x), flip
 
 
 class RunningMeanStd(nn.Module):
@@ -62,12 +86,8 @@ class RunningMeanStd(nn.Module):
         clip: normalized values are clipped to ``[-clip, clip]``.
     """
 
-    def __init__(self, shape: Sequence[int], epsilon: float = 1e-8, clip: float = 10.0,
-                 reflection: Reflection | None = None) -> None:
+    def __init__(self, shape: Sequence[int], epsilon: float = 1e-8, clip: float = 10.0) -> None:
         super().__init__()
-        # With a reflection every batch is merged together with its mirror image, so the statistics
-        # are symmetric and normalizing commutes with reflecting (what a symmetric policy needs).
-        self.reflection = reflection
         self.register_buffer("mean", torch.zeros(tuple(shape), dtype=torch.float64))
         self.register_buffer("var", torch.ones(tuple(shape), dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -79,8 +99,6 @@ class RunningMeanStd(nn.Module):
         """Merge a batch ``[B, *shape]`` into the statistics; with a data-parallel ``comm``
         (:class:`stridelab.distributed.Comm`), the union of every process's batch."""
         x = x.reshape(-1, *self.mean.shape).to(torch.float64)
-        if self.reflection is not None:
-            x = torch.cat([x, self.reflection.obs(x)])
         if comm is None or not comm.active:
             self.update_from_moments(x.mean(0), x.var(0, unbiased=False), x.shape[0])
             return
@@ -135,9 +153,8 @@ class GaussianPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (128, 128), min_std: float = 1e-3,
                  init_std: float | None = None, activation: str = "relu", state_dependent_std: bool = True,
-                 ortho_init: bool = False, reflection: Reflection | None = None) -> None:
+                 ortho_init: bool = False) -> None:
         super().__init__()
-        self.reflection = reflection
         self.trunk = mlp([obs_dim, *hidden], activation, activate_last=True)
         self.mu = nn.Linear(hidden[-1], act_dim)
         self.min_std = min_std
@@ -163,28 +180,13 @@ class GaussianPolicy(nn.Module):
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs [B, obs_dim]`` (normalized) -> the deterministic action ``[B, act_dim]`` in [-1, 1]."""
-        if self.reflection is None:
-            return torch.tanh(self.mu(self.trunk(obs)))
-        mean = torch.tanh(self.mu(self.trunk(torch.cat([obs, self.reflection.obs(obs)]))))
-        n = obs.shape[0]
-        return 0.5 * (mean[:n] + self.reflection.act(mean[n:]))
+        return torch.tanh(self.mu(self.trunk(obs)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``.
-
-        With a reflection R the policy is symmetric by construction, ``pi(R s) = R pi(s)``: the
-        network's answers for ``s`` and for ``R s`` (reflected back) are averaged, so a gait learned
-        turning right is the same gait turning left (Mittal et al. 2024, "Symmetry considerations
-        for learning task symmetric robot policies"; the averaging is the group's Reynolds operator)."""
-        if self.reflection is None:
-            h = self.trunk(obs)
-            mean = torch.tanh(self.mu(h))
-            return mean, self._std(h, mean)
-        r, n = self.reflection, obs.shape[0]
-        h = self.trunk(torch.cat([obs, r.obs(obs)]))
+        """``obs [B, obs_dim]`` (normalized) -> ``(mean [B, act_dim], std [B, act_dim])``."""
+        h = self.trunk(obs)
         mean = torch.tanh(self.mu(h))
-        std = self._std(h, mean)
-        return 0.5 * (mean[:n] + r.act(mean[n:])), 0.5 * (std[:n] + std[n:, r.act_index])
+        return mean, self._std(h, mean)
 
     @torch.jit.unused  # the exported programs run mean() alone; TorchScript need not see both heads
     def _std(self, h, mean):  # noqa: ANN001, ANN202  (TorchScript reads no postponed annotations here)
@@ -208,19 +210,15 @@ class ValueNet(nn.Module):
     """State-value function ``V(s)``: an MLP with one output."""
 
     def __init__(self, obs_dim: int, hidden: Sequence[int] = (128, 128), activation: str = "relu",
-                 ortho_init: bool = False, reflection: Reflection | None = None) -> None:
+                 ortho_init: bool = False) -> None:
         super().__init__()
-        self.reflection = reflection
         self.net = mlp([obs_dim, *hidden, 1], activation)
         if ortho_init:
             orthogonal_init(self.net, last_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """``obs [B, obs_dim]`` (normalized) -> ``[B]``; with a reflection R, ``V(R s) = V(s)``."""
-        if self.reflection is None:
-            return self.net(obs).squeeze(-1)
-        v, n = self.net(torch.cat([obs, self.reflection.obs(obs)])).squeeze(-1), obs.shape[0]
-        return 0.5 * (v[:n] + v[n:])
+        """``obs [B, obs_dim]`` (normalized) -> ``[B]``."""
+        return self.net(obs).squeeze(-1)
 
 
 class ActorCritic(nn.Module):
@@ -249,43 +247,63 @@ class ActorCritic(nn.Module):
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.obs_rms = RunningMeanStd((obs_dim,), clip=obs_clip if obs_clip > 0 else math.inf, reflection=reflection)
+        self.obs_rms = RunningMeanStd((obs_dim,), clip=obs_clip if obs_clip > 0 else math.inf)
         self.policy = GaussianPolicy(obs_dim, act_dim, hidden_sizes, init_std=init_std, activation=activation,
-                                     state_dependent_std=state_dependent_std, ortho_init=ortho_init,
-                                     reflection=reflection)
+                                     state_dependent_std=state_dependent_std, ortho_init=ortho_init)
         self.value = ValueNet(obs_dim, hidden_sizes if value_hidden_sizes is None else value_hidden_sizes, activation,
-                              ortho_init=ortho_init, reflection=reflection)
+                              ortho_init=ortho_init)
+        self.reflection = reflection
         low = torch.full((act_dim,), -1.0) if action_low is None else torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.full((act_dim,), 1.0) if action_high is None else torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("action_low", low)
         self.register_buffer("action_high", high)
 
+    def canonical(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw ``obs`` as the networks see them. With a reflection R (``--symmetric``) every state
+        is taken into one half of the observation space (a right turn becomes a left turn: R s
+        where s lies in the mirrored half), so the policy is symmetric by construction,
+        ``pi(R s) = R pi(s)``: a gait learned turning one way is the gait turning the other, and
+        every turn trains both. The rollout stores these observations and the actions in the same
+        frame (:meth:`act`), so the learner never sees the reflection and its update costs nothing
+        more. (A canonicalization, as in Kaba et al. 2023, "Equivariance with learned
+        canonicalization functions", given here by the task: docs/design.md.)"""
+        return obs if self.reflection is None else self.reflection.canonical(obs)[0]
+
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw ``obs [B, obs_dim]`` -> Gaussian ``(mean, std)``, each ``[B, act_dim]``."""
-        return self.policy(self.obs_rms.normalize(obs))
+        """Raw ``obs [B, obs_dim]`` -> Gaussian ``(mean, std)``, each ``[B, act_dim]``, over the
+        actions of :meth:`canonical`'s frame (those of ``obs`` itself without a reflection)."""
+        return self.policy(self.obs_rms.normalize(self.canonical(obs)))
 
     def dist(self, obs: torch.Tensor) -> Normal:
         return Normal(*self.dist_params(obs))
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw ``obs [B, obs_dim]`` -> ``V(s) [B]``."""
-        return self.value(self.obs_rms.normalize(obs))
+        return self.value(self.obs_rms.normalize(self.canonical(obs)))
 
     def to_env_action(self, u: torch.Tensor) -> torch.Tensor:
         """Map ``[-1, 1]``-space samples to the env's action box (clipping first)."""
         u = u.clamp(-1.0, 1.0)
         return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
 
+    def _to_env(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The env's action for ``u``, drawn in :meth:`canonical`'s frame for ``obs``: reflected
+        back where ``obs`` lay in the mirrored half."""
+        if self.reflection is not None:
+            u = torch.where(self.reflection.mirrored(obs), self.reflection.act(u), u)
+        return self.to_env_action(u)
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw ``obs [B, obs_dim]`` -> ``(env_action [B, act_dim], sample u [B, act_dim])``."""
+        """Raw ``obs [B, obs_dim]`` -> ``(env_action [B, act_dim], sample u [B, act_dim])``, ``u``
+        in :meth:`canonical`'s frame (what the learner stores)."""
         mean, std = self.dist_params(obs)
         u = mean if deterministic else mean + std * torch.randn_like(mean)
-        return self.to_env_action(u), u
+        return self._to_env(obs, u), u
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic env action for raw observations (what export computes)."""
-        return self.to_env_action(self.policy.mean(self.obs_rms.normalize(obs)))
+        return self._to_env(obs, self.policy.mean(self.obs_rms.normalize(self.canonical(obs))))
 
 
 def build_agent(cfg: Any, spec: Any) -> ActorCritic:

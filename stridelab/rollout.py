@@ -127,7 +127,9 @@ def _step_by_step(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: R
     info: dict[str, float] = {}
     for t in range(storage.num_steps):
         action, u = agent.act(obs)
-        storage.obs[t] = obs  # before the step: the env may reuse the buffer ``obs`` views
+        # Before the step (the env may reuse the buffer ``obs`` views), as the networks see it
+        # (``u``'s frame: a symmetric policy's canonical half, ActorCritic.canonical).
+        storage.obs[t] = agent.canonical(obs)
         storage.actions[t] = u
         res = env.step(action)
         storage.rewards[t] = res.reward

@@ -155,8 +155,12 @@ def test_the_peers_run_as_grid_algorithms_and_are_recorded_alike(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "grid.py"), "--name", "t", "--env", "InvertedPendulum-v5",
            "--algos", "sb3-ppo", "sb3-trpo", "--seeds", "1", "--total-steps", "1000", "--nice", "0",
            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    scratch = tmp_path / "tmp"  # the runs' temporary directory: SB3 left to itself makes a folder there per learn()
+    scratch.mkdir()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    assert not list(scratch.glob("SB3-*"))
     for algo, library in (("sb3-ppo", "stable-baselines3"), ("sb3-trpo", "sb3-contrib")):
         data = json.loads((tmp_path / "results" / f"InvertedPendulum-v5_{algo}_s1.json").read_text())
         # 1,000 steps asked, one whole rollout of 2,048 trained (PPO: 1 env x 2,048; TRPO: 2 x 1,024).

@@ -57,7 +57,8 @@ class EnvSpec:
     episode_length: int
     reflection: dict[str, list[float]] | None = None
     """The task's left-right reflection, if it has one: ``obs_index``, ``obs_sign``, ``act_index``,
-    ``act_sign`` (:class:`stridelab.models.Reflection`; ``--symmetric`` builds a policy on it)."""
+    ``act_sign``, ``key_index`` (:class:`stridelab.models.Reflection`; ``--symmetric`` builds a
+    policy on it)."""
 
 
 class VecEnv(Protocol):

@@ -611,6 +611,7 @@ class Go1Joystick:
         joint_sign = [-1.0 if n.endswith("_hip") else 1.0 for n in names]
         obs_index: list[int] = []
         obs_sign: list[float] = []
+        starts: dict[str, int] = {}
         start = 0
         for name, size, _, _ in OBSERVATION:
             if name in JOINT_PARTS:
@@ -619,8 +620,11 @@ class Go1Joystick:
             else:
                 obs_index += range(start, start + size)
                 obs_sign += map(float, REFLECTED_SIGNS[name])
+            starts[name] = start
             start += size
-        return {"obs_index": obs_index, "obs_sign": obs_sign, "act_index": partner, "act_sign": joint_sign}
+        return {"obs_index": obs_index, "obs_sign": obs_sign, "act_index": partner, "act_sign": joint_sign,
+                # which half a state lies in: the yaw command's sign, or else the sideways one's
+                "key_index": [starts["command"] + 2, starts["command"] + 1]}
 
     def deploy_spec(self) -> dict[str, Any]:
         """What a robot-side loop needs to run the policy, JSON-ready: the observation's layout and

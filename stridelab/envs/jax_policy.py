@@ -38,7 +38,7 @@ def unsupported(agent: Any) -> str | None:
 
     if not isinstance(agent, ActorCritic) or type(agent.policy) is not GaussianPolicy:
         return f"the policy {type(getattr(agent, 'policy', agent)).__name__} is not stridelab's GaussianPolicy"
-    if agent.policy.reflection is not None:
+    if agent.reflection is not None:
         return "the policy is left-right symmetric (--symmetric)"
     for layer in agent.policy.trunk:
         if not isinstance(layer, nn.Linear) and type(layer) not in _ACTIVATIONS:
