@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from stridelab.ops import sums
+
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -91,10 +93,11 @@ SINGLE = Comm()
 
 def normalize_advantages(adv: torch.Tensor, comm: Comm = SINGLE) -> torch.Tensor:
     """``(adv - mean) / (std + 1e-8)`` with the mean and (unbiased) std over all processes."""
-    if not comm.active:
-        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    if not comm.active:  # fixed-order sums (ops.sums): the same on any thread count
+        centred = adv - sums.mean(adv)
+        return centred / (torch.sqrt(sums.total(centred.square()) / max(adv.numel() - 1, 1)) + 1e-8)
     a = adv.double()
-    stats = comm.sum(torch.stack([a.new_tensor(float(a.numel())), a.sum(), a.square().sum()]))
+    stats = comm.sum(torch.stack([a.new_tensor(float(a.numel())), sums.total(a), sums.total(a.square())]))
     n, s, ss = stats[0], stats[1], stats[2]
     mean = s / n
     var = (ss - n * mean * mean) / (n - 1)

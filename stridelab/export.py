@@ -172,18 +172,30 @@ def describe_graph(agent: ActorCritic, obs_dtype: str) -> dict[str, Any]:
     """What the exported graph itself does, for a robot-side loop: raw observations in (the
     training run's normalizer is inside), the deterministic action on the action range out."""
     rms = agent.obs_rms
-    return {
+    graph = {
         "input": {"name": INPUT_NAME, "shape": ["batch", int(agent.obs_dim)], "dtype": obs_dtype,
                   "raw_observations": True,
                   "note": "feed the observation exactly as 'observation' defines it; do not normalize it"},
         "normalizer": {"in_graph": True, "clip": float(rms.clip), "epsilon": float(rms.epsilon),
                        "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip, clip), mean and var frozen "
-                                  "from training"},
+                                  "from training" + ("; obs is the reflected observation where 'reflection' "
+                                                     "says so" if agent.reflection is not None else "")},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", int(agent.act_dim)], "dtype": "float32",
                    "low": agent.action_low.tolist(), "high": agent.action_high.tolist(),
                    "note": "the policy's mean action, mapped onto [low, high] in the graph; an observation row "
                            "holding NaN gives a row of NaN actions (hold the last targets or stop)"},
     }
+    if agent.reflection is not None:
+        r = agent.reflection
+        graph["reflection"] = {
+            "in_graph": True, "obs_index": r.obs_index.tolist(), "obs_sign": r.obs_sign.tolist(),
+            "act_index": r.act_index.tolist(), "act_sign": r.act_sign.tolist(), "key_index": r.key_index.tolist(),
+            "formula": "where the first nonzero obs[key_index] is negative, the policy acts on "
+                       "obs[obs_index] * obs_sign and its action a comes out as a[act_index] * act_sign",
+            "note": "a left-right symmetric policy (--symmetric); commands exactly 0 on every key entry (standing, "
+                    "walking straight) are not reflected, so give the robot's joystick a deadzone: a yaw "
+                    "command flickering around 0 switches between a state and its mirror image"}
+    return graph
 
 
 def _write_description(path: Path, description: dict[str, Any] | None) -> None:

@@ -252,9 +252,11 @@ class ActorCritic(nn.Module):
                                      state_dependent_std=state_dependent_std, ortho_init=ortho_init)
         self.value = ValueNet(obs_dim, hidden_sizes if value_hidden_sizes is None else value_hidden_sizes, activation,
                               ortho_init=ortho_init)
-        self.reflection = reflection
         low = torch.full((act_dim,), -1.0) if action_low is None else torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.full((act_dim,), 1.0) if action_high is None else torch.as_tensor(action_high, dtype=torch.float32)
+        if reflection is not None:
+            _check_reflection(reflection, obs_dim, act_dim, low, high)
+        self.reflection = reflection
         self.register_buffer("action_low", low)
         self.register_buffer("action_high", high)
 
@@ -267,6 +269,8 @@ class ActorCritic(nn.Module):
         frame (:meth:`act`), so the learner never sees the reflection and its update costs nothing
         more. (A canonicalization, as in Kaba et al. 2023, "Equivariance with learned
         canonicalization functions", given here by the task: docs/design.md.)"""
+        # States with every key zero (Go1 standing or walking straight) stay as they are: nothing
+        # ties them to their mirror images, and a key flickering around 0 switches frames.
         return obs if self.reflection is None else self.reflection.canonical(obs)[0]
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,6 +308,17 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic env action for raw observations (what export computes)."""
         return self._to_env(obs, self.policy.mean(self.obs_rms.normalize(self.canonical(obs))))
+
+
+def _check_reflection(r: Reflection, obs_dim: int, act_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
+    """``ValueError`` unless ``r`` covers the observation and the action, and the action box is its
+    own mirror image (actions are reflected in the policy's [-1, 1] space)."""
+    if len(r.obs_index) != obs_dim or len(r.act_index) != act_dim:
+        raise ValueError(f"the reflection covers {len(r.obs_index)} observation and {len(r.act_index)} action entries; "
+                         f"the task has {obs_dim} and {act_dim}")
+    mid = (low + high) / 2
+    if not (torch.equal(mid[r.act_index] * r.act_sign, mid) and torch.equal((high - low)[r.act_index], high - low)):
+        raise ValueError("the action box is not its own mirror image under the reflection")
 
 
 def build_agent(cfg: Any, spec: Any) -> ActorCritic:

@@ -19,7 +19,9 @@ from stridelab.ops import compute_gae, gaussian_log_prob
 
 
 class RolloutStorage:
-    """Preallocated ``[T, N, ...]`` tensors for one rollout."""
+    """Preallocated ``[T, N, ...]`` tensors for one rollout. ``obs`` and ``actions`` are as the
+    networks see them (:meth:`ActorCritic.canonical`'s frame); ``final_obs`` is the env's own
+    (only the value net reads it, through ``get_value``, which takes it into that frame)."""
 
     def __init__(self, num_steps: int, num_envs: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
         T, N = num_steps, num_envs
@@ -185,7 +187,7 @@ def fewer_threads(active: bool) -> Iterator[None]:
 class Batch:
     """Flattened training batch, ``B = T * N`` samples."""
 
-    obs: torch.Tensor  # [B, obs_dim] raw observations
+    obs: torch.Tensor  # [B, obs_dim] observations as the networks see them (ActorCritic.canonical: raw unless --symmetric)
     actions: torch.Tensor  # [B, act_dim] unclipped policy samples
     logp_old: torch.Tensor  # [B]
     mean_old: torch.Tensor  # [B, act_dim]

@@ -5,6 +5,8 @@ store what the learner sees; Go1's reflection must be the physics' own (a mirror
 mirrored actions steps into the mirrored observation), and a task without one is refused in one
 line."""
 
+import json
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -14,7 +16,7 @@ from stridelab.config import build_config, validate
 from stridelab.envs.go1 import Go1Config, Go1Joystick
 from stridelab.envs.mujoco import MujocoVecEnv
 from stridelab.errors import ConfigError
-from stridelab.export import export_policy
+from stridelab.export import describe_graph, export_policy
 from stridelab.models import ActorCritic, Reflection
 from stridelab.rollout import RolloutStorage, collect
 
@@ -52,6 +54,10 @@ def test_a_reflection_that_is_not_an_involution_or_has_a_bad_key_is_refused():
     r = Reflection.from_spec(TOY)
     x = torch.randn(3, 6)
     assert torch.equal(r.obs(r.obs(x)), x)
+    with pytest.raises(ValueError, match="covers 6 observation and 4 action entries; the task has 5 and 4"):
+        ActorCritic(5, 4, reflection=r)
+    with pytest.raises(ValueError, match="action box is not its own mirror image"):  # action 2 mirrors to -action 3
+        ActorCritic(6, 4, action_low=[-1, -1, 0, -1], action_high=[1, 1, 2, 1], reflection=r)
 
 
 def test_the_first_nonzero_key_says_which_half_a_state_lies_in():
@@ -126,6 +132,8 @@ def test_the_exported_symmetric_policy_computes_what_torch_does(tmp_path, suffix
         out, out_r = program(s), program(r.obs(s))
     torch.testing.assert_close(out, agent(s).detach(), rtol=0, atol=1e-5)
     torch.testing.assert_close(out_r, r.act(out), rtol=0, atol=1e-5)
+    said = json.loads(json.dumps(describe_graph(agent, "float32")))["reflection"]  # what a robot-side loop reads
+    assert said["key_index"] == TOY["key_index"] and said["act_sign"] == TOY["act_sign"]
 
 
 def _reflect_state(q, v, reflection):
@@ -158,6 +166,31 @@ def _mirror_error(reflection):
     obs = env.step(torch.cat([a, r.act(a)])).obs
     env.close()
     return float((r.obs(obs[0]) - obs[1]).abs().max())
+
+
+def test_go1s_reflection_mirrors_every_observation_part_of_a_tilted_spinning_state():
+    """Before any step: the mirror image of a state (tilted, spinning, legs bent, moving) reads as
+    the reflected observation, part by part, to float rounding."""
+    env = MujocoVecEnv(Go1Joystick(Go1Config(noise_level=0.0)), 2, threads=1)
+    reflection = env.spec.reflection
+    r = Reflection.from_spec(reflection)
+    env.reset(3)
+    rng = np.random.default_rng(1)
+    q, v = env.sim.qpos[0].copy(), env.sim.qvel[0].copy()
+    q[3:7] = rng.normal(size=4)
+    q[3:7] /= np.linalg.norm(q[3:7])  # any orientation: every gravity component nonzero
+    q[7:] += rng.uniform(-0.3, 0.3, 12)
+    v[:] = rng.uniform(-1.0, 1.0, 18)
+    env.sim.qpos[0], env.sim.qvel[0] = q, v
+    env.sim.qpos[1], env.sim.qvel[1] = _reflect_state(q, v, reflection)
+    env.sim.forward(np.arange(2))
+    env.task.command[:] = [[0.3, 0.2, 0.5], [0.3, -0.2, -0.5]]
+    last = torch.as_tensor(rng.uniform(-1.0, 1.0, (1, 12)), dtype=torch.float32)
+    env.task.last_action[:] = torch.cat([last, r.act(last)]).numpy()
+    obs = torch.as_tensor(env.task.observe(env.sim, np.arange(2), rng))
+    env.close()
+    assert (obs[0].abs() > 1e-3).all()  # nothing hides a wrong sign by being zero
+    torch.testing.assert_close(r.obs(obs[0]), obs[1], rtol=0, atol=1e-5)
 
 
 def test_go1s_reflection_is_the_physics_own():

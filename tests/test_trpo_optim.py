@@ -6,7 +6,9 @@ from torch.func import functional_call
 
 from stridelab.models import GaussianPolicy
 from stridelab.ops import gaussian_kl, gaussian_log_prob
-from stridelab.ops.cg import conjugate_gradient, dot, fisher_vector_product, flat_params
+from stridelab.distributed import normalize_advantages
+from stridelab.ops.cg import conjugate_gradient, fisher_vector_product, flat_params
+from stridelab.ops.sums import dot, total
 from stridelab.optim import TRPO
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -237,14 +239,24 @@ def _with_threads(n, fn):
 
 
 @pytest.mark.parametrize("n", [7, 24_344, 300_000])
-def test_dot_is_the_float64_dot_and_the_same_on_one_thread_or_two(n):
+def test_dot_and_total_are_float64s_and_the_same_on_one_thread_or_two(n):
     g = torch.Generator().manual_seed(n)
     a, b = torch.randn(n, generator=g), torch.randn(n, generator=g)
-    one, two = (_with_threads(t, lambda: dot(a, b)) for t in (1, 2))
-    assert torch.equal(one, two)
-    assert one.item() == pytest.approx(a.double().dot(b.double()).item(), abs=1e-6 * n**0.5)
-    if n == 300_000:  # where the sum is long enough for torch to split it, its own dot is not
+    one, two = (_with_threads(t, lambda: (dot(a, b), total(a))) for t in (1, 2))
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    assert one[0].item() == pytest.approx(a.double().dot(b.double()).item(), abs=1e-6 * n**0.5)
+    assert one[1].item() == pytest.approx(a.double().sum().item(), abs=1e-6 * n**0.5)
+    if n == 300_000:  # where the sum is long enough for torch to split it, its own are not
         assert not torch.equal(*(_with_threads(t, lambda: a.dot(b)) for t in (1, 2)))
+        assert not all(torch.equal(*(_with_threads(t, lambda: x.sum()) for t in (1, 2)))
+                       for x in (a[:65_536 + k] for k in range(20)))
+
+
+def test_normalized_advantages_are_the_same_on_one_thread_or_two():
+    adv = torch.randn(262_144, generator=torch.Generator().manual_seed(0)) * 3 + 1  # 1,024 envs x 256 steps
+    one, two = (_with_threads(t, lambda: normalize_advantages(adv)) for t in (1, 2))
+    assert torch.equal(one, two)
+    torch.testing.assert_close(one, (adv - adv.mean()) / adv.std(), rtol=0, atol=1e-5)
 
 
 def test_a_trpo_step_is_the_same_whatever_torchs_thread_count():

@@ -9,7 +9,7 @@ import torch
 from stridelab.algos.base import Algorithm, register
 from stridelab.distributed import SINGLE, Comm, normalize_advantages
 from stridelab.algos.critic import AdamCritic
-from stridelab.ops import gaussian_entropy, gaussian_kl, gaussian_log_prob
+from stridelab.ops import gaussian_entropy, gaussian_kl, gaussian_log_prob, sums
 from stridelab.optim import TRPO
 from stridelab.rollout import Batch
 
@@ -80,10 +80,10 @@ class TRPOAlgorithm(Algorithm):
         def closure() -> tuple[torch.Tensor, torch.Tensor]:
             mean, std = policy(obs_n)
             ratio = torch.exp(gaussian_log_prob(mean, std, batch.actions) - batch.logp_old)
-            loss = -(ratio * adv).mean()
+            loss = -sums.mean(ratio * adv)  # fixed-order sums: the step repeats on any thread count
             if self.cfg.ent_coef:
-                loss = loss - self.cfg.ent_coef * gaussian_entropy(std).mean()
-            return loss, gaussian_kl(batch.mean_old, batch.std_old, mean, std).mean()
+                loss = loss - self.cfg.ent_coef * sums.mean(gaussian_entropy(std))
+            return loss, sums.mean(gaussian_kl(batch.mean_old, batch.std_old, mean, std))
 
         n_fisher = int(len(batch) * self.cfg.fisher_fraction)
         if n_fisher >= len(batch):
@@ -95,7 +95,7 @@ class TRPOAlgorithm(Algorithm):
 
         def fisher_closure() -> torch.Tensor:
             mean, std = policy(f_obs)
-            return gaussian_kl(f_mean, f_std, mean, std).mean()
+            return sums.mean(gaussian_kl(f_mean, f_std, mean, std))
 
         return closure, fisher_closure
 

@@ -5,21 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-_DOT_BLOCK = 1024
-
-
-def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a . b`` summed in an order that does not depend on torch's CPU thread count.
-
-    ``torch.dot`` (BLAS) and a full ``sum()`` split the sum among threads, so their last bits
-    change with the count, and a run whose thread count follows the machine's load
-    (``--torch-threads auto``) would not repeat from its seed: TRPO's conjugate gradient amplifies
-    the difference. Here each of ``_DOT_BLOCK`` partial sums is one thread's (a reduction over the
-    first dimension is split by output), then the partials are summed alone."""
-    prod = (a * b).reshape(-1)
-    return F.pad(prod, (0, -prod.numel() % _DOT_BLOCK)).view(-1, _DOT_BLOCK).sum(0).sum()
+from stridelab.ops.sums import dot
 
 
 def conjugate_gradient(

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from stridelab.ops.cg import conjugate_gradient, dot, fisher_vector_product, flat_grad, flat_params, set_flat_params
+from stridelab.ops.cg import conjugate_gradient, fisher_vector_product, flat_grad, flat_params, set_flat_params
+from stridelab.ops.sums import dot
 
 Closure = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
