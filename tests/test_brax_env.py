@@ -6,7 +6,7 @@ import torch
 
 from stridelab.envs import make_env
 
-N, LIMIT = 16, 30
+N, LIMIT = 32, 30  # 32 envs: the batch size other tests compile Ant's programs for (tests/test_cli.py)
 HEALTHY_Z = (0.2, 1.0)  # Brax Ant terminates when the torso height leaves this range; obs[0] is z
 
 
