@@ -1,7 +1,8 @@
 """Log every XLA compilation of any Python process that has this folder on ``PYTHONPATH``: one
 TSV line per program (pid, seconds, program, devices, the pytest test that caused it, the
-program's signature) to ``$COMPILE_LOG``, and per process the seconds JAX spent tracing and
-lowering (``jax.monitoring`` events). Where a test suite's JAX time goes (docs/benchmarks.md,
+program's signature) to ``$COMPILE_LOG``, per process the seconds JAX spent tracing and
+lowering (``jax.monitoring`` events), and each process's own CPU seconds and command line when
+it exits (a process killed with SIGKILL has none). Where a test suite's JAX time goes (docs/benchmarks.md,
 "Test suite"):
 
     PYTHONPATH=benchmarks/compile_log COMPILE_LOG=/tmp/compiles.tsv STRIDELAB_JAX_CACHE=/tmp/empty-cache \\
@@ -11,6 +12,7 @@ lowering (``jax.monitoring`` events). Where a test suite's JAX time goes (docs/b
 Subprocesses inherit both variables, and ``PYTEST_CURRENT_TEST`` names their test.
 """
 
+import atexit
 import importlib.abc
 import importlib.util
 import os
@@ -20,8 +22,8 @@ import time
 _OUT = os.environ.get("COMPILE_LOG", "compiles.tsv")
 
 
-def _write(*fields: object) -> None:
-    test = os.environ.get("PYTEST_CURRENT_TEST", "-").split(" ")[0]
+def _write(*fields: object, test: str | None = None) -> None:
+    test = test or os.environ.get("PYTEST_CURRENT_TEST", "-").split(" ")[0]
     with open(_OUT, "a") as f:
         f.write("\t".join(str(x) for x in (os.getpid(), *fields, test)) + "\n")
 
@@ -74,3 +76,18 @@ class _AfterCompilerImport(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _AfterCompilerImport())
+
+
+_INHERITED_WORKER = "PYTEST_XDIST_WORKER" in os.environ  # a test's subprocess, not the worker itself
+
+
+def _log_process() -> None:
+    t = os.times()
+    # pytest itself and its xdist workers: not one test's process
+    worker = not _INHERITED_WORKER and "PYTEST_XDIST_WORKER" in os.environ
+    runner = worker or "pytest" in sys.argv[0] or sys.argv[1:2] == ["pytest"]
+    _write("process", f"{t.user + t.system:.3f}", " ".join(sys.argv[:6])[:200].replace("\t", " "), "-", "-",
+           test="(pytest and its workers)" if runner else None)
+
+
+atexit.register(_log_process)
