@@ -117,7 +117,8 @@ TRAINING = """
 from stridelab.config import build_config
 from stridelab.train import train
 # Episodes of LIMIT steps: the evaluation at the end is one more program run, not the subject.
-cfg = build_config({{"env": "inverted_pendulum", "algo": "ppo", "num_envs": 64, "num_steps": 8, "total_steps": 64 * 8 * 2,
+# The batch and rollout length of the rollouts above: their compiled programs serve the training.
+cfg = build_config({{"env": "inverted_pendulum", "algo": "ppo", "num_envs": {n}, "num_steps": {t}, "total_steps": {n} * {t} * 2,
                     "env_shards": "2", "eval_episodes": 2, "eval_every": 0, "progress": False,
                     "episode_length": {limit}, "run_dir": {run_dir!r}}})
 s = train(cfg)
@@ -141,7 +142,7 @@ def _checks(**codes: str) -> str:
 @pytest.fixture(scope="module")
 def children(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_dir = tmp_path_factory.mktemp("two_shards")
-    training = TRAINING.format(limit=LIMIT, run_dir=str(run_dir), config=str(run_dir / "config.json"))
+    training = TRAINING.format(n=N, t=T, limit=LIMIT, run_dir=str(run_dir), config=str(run_dir / "config.json"))
     return _child(_checks(rollouts=ROLLOUTS, training=training))
 
 
@@ -189,5 +190,5 @@ def test_episodes_end_and_restart_across_shards(rollouts):
 
 def test_training_with_two_shards(children):
     out = _result(children, "training")
-    assert out["steps"] == 64 * 8 * 2 and out["fused"] == 1.0 and out["shards"] == "2"
+    assert out["steps"] == N * T * 2 and out["fused"] == 1.0 and out["shards"] == "2"
     assert out["eval"] == out["eval"]  # a number, not NaN
