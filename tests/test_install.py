@@ -29,14 +29,3 @@ def test_make_installs_jax_for_cuda_only_where_nvidia_smi_is(tmp_path):
     assert "-e '.[test]'" in _planned_install(plain)
     assert "-e '.[test,cuda]'" in _planned_install(f"{tmp_path}{os.pathsep}{plain}")
 
-
-
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_makes_commands_keep_python_bytecode_where_the_environment_turns_it_off():
-    # Nothing is compiled at install: without bytecode kept, every test process would compile
-    # torch and JAX from source again.
-    probe = "probe: ; @python3 -c 'import sys; print(sys.dont_write_bytecode)'"
-    out = subprocess.run([shutil.which("make"), "-s", f"--eval={probe}", "probe"], cwd=ROOT,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "False"
