@@ -17,8 +17,10 @@ import pytest
 from benchmarks.tbread import read_scalars
 from stridelab.cli import main
 
+# Episodes of 100 steps: the evaluations below step Ant 2 x 100 times, not 2 x 1,000.
 SMALL = ["--env", "ant", "--num-envs", "32", "--num-steps", "16", "--num-minibatches", "4",
-         "--vf-minibatches", "4", "--eval-episodes", "0", "--no-progress", "--checkpoint-every", "2"]
+         "--vf-minibatches", "4", "--eval-episodes", "0", "--no-progress", "--checkpoint-every", "2",
+         "--episode-length", "100"]
 
 
 # The CLI's mechanics on a Gymnasium task (no JAX): 4 envs x 128 steps, the same 512-step batch.
