@@ -145,6 +145,10 @@ def test_the_loop_runs_the_exported_policy_and_acts_as_the_run_does(exported):
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5)
 
 
+def test_the_committed_policy_is_the_presets_symmetric_one_with_its_reflection_in_the_graph():
+    assert loop.load_description(TRAINED_POLICY)["policy"]["reflection"]["in_graph"]
+
+
 @pytest.mark.parametrize("command, forward, sideways, turned", [
     ((0.5, 0.0, 0.0), (2.0, 3.0), (-0.5, 0.5), (-0.5, 0.5)),  # 2.5 m asked: within 20%, on course
     ((0.0, 0.0, 1.0), (-1.0, 1.0), (-1.0, 1.0), (3.5, 6.0)),  # 5 rad asked
@@ -152,10 +156,7 @@ def test_the_loop_runs_the_exported_policy_and_acts_as_the_run_does(exported):
     ((0.0, 0.0, 0.0), (-0.25, 0.25), (-0.25, 0.25), (-0.3, 0.3)),  # stands still
 ], ids=["forward_0.5", "turn_left", "turn_right", "stand"])
 def test_an_exported_policy_follows_commands_in_the_plain_mujoco_loop(command, forward, sideways, turned):
-    policy = os.environ.get(POLICY_VARIABLE, TRAINED_POLICY)
-    if policy == TRAINED_POLICY:  # the committed one is the presets' symmetric policy: its reflection is in the graph
-        assert loop.load_description(policy)["policy"]["reflection"]["in_graph"]
-    result = loop.run(policy, command, seconds=5.0)
+    result = loop.run(os.environ.get(POLICY_VARIABLE, TRAINED_POLICY), command, seconds=5.0)
     moved = result["end"] - result["start"]
     assert not result["fell"] and result["seconds"] == pytest.approx(5.0)
     for name, got, (low, high) in (("forward", moved[0], forward), ("sideways", moved[1], sideways),

@@ -2,8 +2,8 @@
 TSV line per program (pid, seconds, program, devices, the pytest test that caused it, the
 program's signature) to ``$COMPILE_LOG``, per process the seconds JAX spent tracing and
 lowering (``jax.monitoring`` events), and each process's own CPU seconds and command line when
-it exits (a process killed with SIGKILL has none). Where a test suite's JAX time goes (docs/benchmarks.md,
-"Test suite"):
+it exits (a process killed by a signal has none). Where a test suite's time goes
+(docs/benchmarks.md, "Test suite"):
 
     PYTHONPATH=benchmarks/compile_log COMPILE_LOG=/tmp/compiles.tsv STRIDELAB_JAX_CACHE=/tmp/empty-cache \\
         python -m pytest -q -n auto --dist loadfile

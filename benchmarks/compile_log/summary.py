@@ -37,7 +37,7 @@ def main() -> None:
     for (name, devices, sig), (seconds, n, tests) in sorted(programs.items(), key=lambda kv: -kv[1][0])[:args.top]:
         print(f"{seconds:6.0f} s x{n} {name} on {devices} device(s) {sig[:100]}\n         {sorted(tests)[:4]}")
     cpu = phases["process"]
-    print(f"Python processes {len(cpu)}: {sum(cpu):.0f} CPU-s (pytest's workers included, under test '-')")
+    print(f"Python processes {len(cpu)}: {sum(cpu):.0f} CPU-s (pytest and its workers included, in a row of their own)")
     for test, (seconds, n) in sorted(processes.items(), key=lambda kv: -kv[1][0])[:args.top]:
         print(f"{seconds:6.0f} CPU-s in {n:3d} process(es)  {test}")
 
