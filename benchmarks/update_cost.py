@@ -1,6 +1,7 @@
 """Milliseconds of one PPO update (policy then value net, the presets' epochs and minibatches) on
-a batch of random observations of the task's sizes, on N torch threads; ``--profile`` adds
-torch.profiler's table of the operators. Where PPO's update time goes, apart from the rollout
+a batch of random observations of the task's sizes, on N torch threads, beside the rate of one
+minibatch-sized matrix product (512x128 by 128x128); ``--profile`` adds torch.profiler's table
+of the operators. Where PPO's update time goes, apart from the rollout
 (docs/benchmarks.md, "Native MuJoCo simulator"):
 
     python benchmarks/update_cost.py --threads 1 2 --profile
@@ -29,6 +30,16 @@ def random_batch(agent, size: int, generator: torch.Generator) -> Batch:
     return Batch(obs, act, logp, mean, std, values, advantages, returns)
 
 
+def matmul_gflops(repeats: int = 1000) -> float:
+    a, b = torch.randn(512, 128), torch.randn(128, 128)
+    for _ in range(10):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * 512 * 128 * 128 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="Go1JoystickFlatTerrain")
@@ -55,7 +66,7 @@ def main() -> None:
             update()
         seconds = (time.perf_counter() - start) / args.repeats
         print(f"{n} thread(s): {seconds * 1e3:.0f} ms per update of {len(batch):,} samples, "
-              f"{seconds / len(batch) * 1e6:.1f} us per env step")
+              f"{seconds / len(batch) * 1e6:.1f} us per env step; {matmul_gflops():.0f} GFLOP/s in a 512x128x128 product")
     if args.profile:
         from torch.profiler import profile
 
