@@ -27,3 +27,17 @@ def one_ray_cluster_at_a_time(tmp_path_factory):
     with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+# The files that take longest (each 30 s or more: trainings, subprocesses, a local Ray cluster),
+# longest first. pytest-xdist's `--dist loadfile` hands files to its workers in collection
+# order, so these go first and the short files fill in behind them: alphabetically, a long file
+# handed out last kept one core idle for half a minute at the end while the other worker ran it.
+LONGEST_FIRST = ("test_gpu_check.py", "test_grid.py", "test_cli.py", "test_distributed.py", "test_notebooks.py",
+                 "test_plugin_algorithm.py", "test_sharding.py", "test_learning.py", "test_any_env.py",
+                 "test_fused_rollout.py", "test_robustness.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
