@@ -84,11 +84,11 @@ class DeterministicPolicy(nn.Module):
         self.register_buffer("action_high", agent.action_high.detach().float().clone())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        seen = obs if self.reflection is None else self.reflection.canonical(obs)[0]
+        seen, flip = (obs, None) if self.reflection is None else self.reflection.canonical(obs)
         x = ((seen - self.obs_mean) / self.obs_std).clamp(-self.clip, self.clip)
         u = self.policy.mean(x)
-        if self.reflection is not None:
-            u = torch.where(self.reflection.mirrored(obs), self.reflection.act(u), u)
+        if flip is not None:
+            u = torch.where(flip, self.reflection.act(u), u)
         action = self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
         return torch.where(obs.isnan().any(dim=-1, keepdim=True), torch.nan, action)
 

@@ -269,9 +269,13 @@ class ActorCritic(nn.Module):
         frame (:meth:`act`), so the learner never sees the reflection and its update costs nothing
         more. (A canonicalization, as in Kaba et al. 2023, "Equivariance with learned
         canonicalization functions", given here by the task: docs/design.md.)"""
+        return self._seen(obs)[0]
+
+    def _seen(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(canonical(obs), which rows were reflected)``; ``None`` for the mask without a reflection."""
         # States with every key zero (Go1 standing or walking straight) stay as they are: nothing
         # ties them to their mirror images, and a key flickering around 0 switches frames.
-        return obs if self.reflection is None else self.reflection.canonical(obs)[0]
+        return (obs, None) if self.reflection is None else self.reflection.canonical(obs)
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw ``obs [B, obs_dim]`` -> Gaussian ``(mean, std)``, each ``[B, act_dim]``, over the
@@ -290,24 +294,34 @@ class ActorCritic(nn.Module):
         u = u.clamp(-1.0, 1.0)
         return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
 
-    def _to_env(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """The env's action for ``u``, drawn in :meth:`canonical`'s frame for ``obs``: reflected
-        back where ``obs`` lay in the mirrored half."""
-        if self.reflection is not None:
-            u = torch.where(self.reflection.mirrored(obs), self.reflection.act(u), u)
+    def _to_env(self, u: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+        """The env's action for ``u``, drawn in :meth:`canonical`'s frame: reflected back in the
+        rows ``flip`` marks (those whose observation lay in the mirrored half)."""
+        if flip is not None:
+            u = torch.where(flip, self.reflection.act(u), u)
         return self.to_env_action(u)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw ``obs [B, obs_dim]`` -> ``(env_action [B, act_dim], sample u [B, act_dim])``, ``u``
         in :meth:`canonical`'s frame (what the learner stores)."""
-        mean, std = self.dist_params(obs)
+        action, u, _ = self.act_and_see(obs, deterministic)
+        return action, u
+
+    @torch.no_grad()
+    def act_and_see(self, obs: torch.Tensor, deterministic: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`act`, and ``canonical(obs)``, the observations as the networks saw them: what a
+        rollout stores beside ``u``, the frame found once per step."""
+        seen, flip = self._seen(obs)
+        mean, std = self.policy(self.obs_rms.normalize(seen))
         u = mean if deterministic else mean + std * torch.randn_like(mean)
-        return self._to_env(obs, u), u
+        return self._to_env(u, flip), u, seen
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic env action for raw observations (what export computes)."""
-        return self._to_env(obs, self.policy.mean(self.obs_rms.normalize(self.canonical(obs))))
+        seen, flip = self._seen(obs)
+        return self._to_env(self.policy.mean(self.obs_rms.normalize(seen)), flip)
 
 
 def _check_reflection(r: Reflection, obs_dim: int, act_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:

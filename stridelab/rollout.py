@@ -128,10 +128,10 @@ def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storag
 def _step_by_step(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
     info: dict[str, float] = {}
     for t in range(storage.num_steps):
-        action, u = agent.act(obs)
+        action, u, seen = agent.act_and_see(obs)
         # Before the step (the env may reuse the buffer ``obs`` views), as the networks see it
         # (``u``'s frame: a symmetric policy's canonical half, ActorCritic.canonical).
-        storage.obs[t] = agent.canonical(obs)
+        storage.obs[t] = seen
         storage.actions[t] = u
         res = env.step(action)
         storage.rewards[t] = res.reward
