@@ -50,7 +50,7 @@ def timed_train(args: list[str]) -> None:
 
     pieces = {"rollout": (rollout, "_step_by_step"), "env.step": (mj.MujocoVecEnv, "step"),
               "physics": (mj.BatchedSim, "step"), "restart": (mj.MujocoVecEnv, "_restart"),
-              "agent.act": (models.ActorCritic, "act"), "canonical": (models.ActorCritic, "canonical")}
+              "agent.act": (models.ActorCritic, "act_and_see"), "canonical": (models.ActorCritic, "_seen")}
     for key, (owner, name) in pieces.items():
         wrap(owner, name, key)
     try:

@@ -35,8 +35,8 @@ Measured:
 * ``stridelab-ppo`` / ``stridelab-trpo``: ``stridelab train`` with the Ant presets (fused rollout,
   the batch sharded over every core). ``stridelab-ppo-1shard`` / ``stridelab-trpo-1shard``: the
   same on one XLA device (``--env-shards 1``), as before issue 21.
-* ``stridelab-ppo-sequential``: PPO with ``--no-overlap-critic`` (the value net's update does not
-  run alongside the next rollout).
+* ``stridelab-ppo-sequential`` / ``stridelab-trpo-sequential``: with ``--no-overlap-critic`` (the
+  value net's update does not run alongside the next rollout).
 * ``stridelab-ppo-stepwise``: PPO with ``--no-fused-rollout`` (the policy in torch, stepped from Python).
 * ``brax-ppo``: ``brax.training.agents.ppo.train`` with Brax's published Ant settings at the same
   env count and as many XLA devices as ``--brax-devices`` (default: one per core; Brax's trainer
@@ -83,8 +83,8 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 PARTS = ["simulator", "simulator-sharded", "pinned-processes", "simulator-torch", "stridelab-ppo", "stridelab-trpo",
-         "stridelab-ppo-1shard", "stridelab-trpo-1shard", "stridelab-ppo-sequential", "stridelab-ppo-stepwise",
-         "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
+         "stridelab-ppo-1shard", "stridelab-trpo-1shard", "stridelab-ppo-sequential", "stridelab-trpo-sequential",
+         "stridelab-ppo-stepwise", "brax-ppo", "sb3-ppo", "sb3-trpo", "simulator-again"]
 TRAINERS = ["stridelab-ppo", "stridelab-trpo", "brax-ppo"]  # raced to a return by --time-to-return
 # The physics capacities every part is also measured against: part -> its column's key.
 CAPACITY = {"simulator-sharded": "x_sharded", "pinned-processes": "x_pinned"}
@@ -188,6 +188,7 @@ def _mujoco_benchmark():  # noqa: ANN202
 
 MUJOCO_SIM_PARTS = ("loop", "batch", "env")  # mujoco_throughput's steppers, in the order measured
 MUJOCO_TRAINERS = ("stridelab-ppo", "stridelab-trpo")
+MUJOCO_PARTS = MUJOCO_TRAINERS + ("stridelab-ppo-sequential", "stridelab-trpo-sequential")  # --parts allows these
 
 
 def mujoco_simulator(env_name: str, num_envs: int, seconds: float) -> dict:
@@ -702,9 +703,9 @@ def main() -> None:
         if args.scaling or args.time_to_return:
             p.error(f"--env {args.env} (native MuJoCo): --scaling and --time-to-return are Brax's; the table only")
         parts = args.parts or list(MUJOCO_TRAINERS)
-        if any(part not in MUJOCO_TRAINERS for part in parts):
-            p.error(f"--env {args.env} (native MuJoCo) measures the simulator and {', '.join(MUJOCO_TRAINERS)}; "
-                    f"not {', '.join(x for x in parts if x not in MUJOCO_TRAINERS)}")
+        if any(part not in MUJOCO_PARTS for part in parts):
+            p.error(f"--env {args.env} (native MuJoCo) measures the simulator and {', '.join(MUJOCO_PARTS)}; "
+                    f"not {', '.join(x for x in parts if x not in MUJOCO_PARTS)}")
         args.parts = parts
         if args.num_envs is None:
             from stridelab.config import build_config

@@ -34,7 +34,7 @@ class TrainConfig:
     fused_rollout: bool = field(default=True, metadata={"help": "Brax: run each rollout as one compiled program with the policy inside (--no-fused-rollout steps from Python)"})
     env_shards: str = field(default="auto", metadata={"help": "Brax: split the env batch into this many shards, each stepped on its own XLA device (a CPU core, or a GPU) inside this one process; auto: one per core or GPU, at least 128 envs each, num_envs divisible; 1: one device, as before. Native MuJoCo: the threads stepping the batch (auto: every core)"})
     torch_threads: str = field(default="auto", metadata={"help": "torch's CPU threads for the update: auto: each iteration, the cores other programs left idle during the last one (at most torch's own count); N: always N"})
-    overlap_critic: bool = field(default=True, metadata={"help": "fused rollouts: fit the value net on half the CPU threads while the next rollout runs (--no-overlap-critic: one after the other)"})
+    overlap_critic: bool = field(default=True, metadata={"help": "fit the value net while the next rollout runs (fused rollouts, on half the CPU threads; native MuJoCo, the rollout on a thread of its own); --no-overlap-critic: one after the other, the same numbers"})
     episode_length: int = field(default=1000, metadata={"help": "time limit in steps (a truncation)"})
     randomize: str = field(default="none", metadata={"help": "domain randomization of the training envs (native MuJoCo's Go1JoystickFlatTerrain): none, all, or a comma list of foot_friction, payload, com_shift, motor_strength, pushes, action_latency; evaluation reports nominal and randomized apart"})
     seed: int = field(default=1, metadata={"help": "random seed"})

@@ -309,13 +309,17 @@ class ActorCritic(nn.Module):
         return action, u
 
     @torch.no_grad()
-    def act_and_see(self, obs: torch.Tensor, deterministic: bool = False
+    def act_and_see(self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`act`, and ``canonical(obs)``, the observations as the networks saw them: what a
-        rollout stores beside ``u``, the frame found once per step."""
+        rollout stores beside ``u``, the frame found once per step. ``noise``: the standard normal
+        draws ``[B, act_dim]`` (default: drawn here from torch's generator)."""
         seen, flip = self._seen(obs)
         mean, std = self.policy(self.obs_rms.normalize(seen))
-        u = mean if deterministic else mean + std * torch.randn_like(mean)
+        if deterministic:
+            u = mean
+        else:
+            u = mean + std * (torch.randn_like(mean) if noise is None else noise)
         return self._to_env(u, flip), u, seen
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

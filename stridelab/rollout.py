@@ -6,6 +6,7 @@ update, old policy and values, GAE) -> :class:`Batch` ``[T * N, ...]`` for the u
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,17 +86,22 @@ def collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: Rollout
 
 
 def start_collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage,
-                  fused_seed: int | None = None) -> Callable[[], torch.Tensor]:
+                  fused_seed: int | None = None, background: bool = False) -> Callable[[], torch.Tensor]:
     """:func:`collect`, split in two: returns a function that finishes it and returns the next obs.
 
     A fused rollout is only dispatched here and runs in the simulator's runtime while the caller
     goes on (fitting the critic, which the rollout does not use); ``storage`` is filled when the
     returned function is called. Until then the policy and the normalizer must not change.
-    Step by step, the rollout is done before this returns. Calling the function again returns
-    the same next obs without waiting or copying.
+    Step by step, the rollout runs on a thread of its own with ``background`` (an env whose
+    physics releases the GIL, :func:`steps_in_background`), and is otherwise done before this
+    returns. The policy's noise is drawn here, from torch's generator, so the stream is the same
+    either way. Calling the function again returns the same next obs without waiting or copying.
     """
     if fused_seed is None:
-        next_obs = _collect_stepwise(env, agent, obs, storage)
+        noise = policy_noise(storage)
+        if background:
+            return _in_thread(lambda: _collect_stepwise(env, agent, obs, storage, noise))
+        next_obs = _collect_stepwise(env, agent, obs, storage, noise)
         return lambda: next_obs
     pending = env.start_rollout(agent, storage.num_steps, fused_seed)
     done: list[torch.Tensor] = []
@@ -119,16 +125,55 @@ def start_collect(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: R
     return finish
 
 
+def steps_in_background(env: VecEnv) -> bool:
+    """Whether ``env``'s step-by-step rollout gains from a thread of its own beside the critic's
+    fit: its physics runs in C with the GIL released (``background_rollout``, native MuJoCo's),
+    so the core the rollout's Python leaves idle fits the critic."""
+    return bool(getattr(env, "background_rollout", False))
+
+
+def _in_thread(work: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """Start ``work`` on a new thread; returns a function that waits for its result (raising
+    what it raised), the same result on every call."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as err:  # re-raised in the caller's thread by finish()
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="stridelab-rollout", daemon=True)
+    thread.start()
+
+    def finish() -> torch.Tensor:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return finish
+
+
+def policy_noise(storage: RolloutStorage) -> list[torch.Tensor]:
+    """The rollout's standard normal draws, ``[N, act_dim]`` per step: the same calls, in the
+    same order, as drawing at each step (a single ``[T, N, act_dim]`` draw is not the same stream)."""
+    shape, device = storage.actions.shape[1:], storage.actions.device
+    return [torch.randn(shape, device=device) for _ in range(storage.num_steps)]
+
+
 @torch.no_grad()
-def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+def _collect_stepwise(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage,
+                      noise: list[torch.Tensor]) -> torch.Tensor:
     with torch_threads(getattr(env, "policy_threads", None) if obs.device.type == "cpu" else None):
-        return _step_by_step(env, agent, obs, storage)
+        return _step_by_step(env, agent, obs, storage, noise)
 
 
-def _step_by_step(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage) -> torch.Tensor:
+def _step_by_step(env: VecEnv, agent: ActorCritic, obs: torch.Tensor, storage: RolloutStorage,
+                  noise: list[torch.Tensor]) -> torch.Tensor:
     info: dict[str, float] = {}
     for t in range(storage.num_steps):
-        action, u, seen = agent.act_and_see(obs)
+        action, u, seen = agent.act_and_see(obs, noise=noise[t])
         # Before the step (the env may reuse the buffer ``obs`` views), as the networks see it
         # (``u``'s frame: a symmetric policy's canonical half, ActorCritic.canonical).
         storage.obs[t] = seen

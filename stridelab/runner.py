@@ -48,6 +48,7 @@ from stridelab.rollout import (
     learning_rewards,
     make_batch,
     start_collect,
+    steps_in_background,
 )
 from stridelab.seeds import Streams
 
@@ -285,12 +286,19 @@ class Runner:
         self.storage = RolloutStorage(cfg.num_steps, cfg.num_envs, env.spec.obs_dim, env.spec.act_dim, env.device)
         self.guard = NonFiniteGuard(cfg.max_nonfinite, comm)
         self.fused = cfg.fused_rollout and can_fuse(env, agent)
+        # The next rollout runs beside the critic's fit: in the simulator's runtime (fused), or
+        # step by step on a thread of its own where the physics leaves the GIL (native MuJoCo).
+        self.overlap = cfg.overlap_critic and (self.fused or steps_in_background(env))
         self.steps_per_iter = cfg.batch_size * comm.world_size
         self.eval_env: VecEnv | None = None
         self.last_eval: dict[str, float] = {}
         self.command_set: dict[str, Any] | None = None  # the last evaluation's, velocity-command tasks
         self.clock = Clock(time.perf_counter() if started is None else started)
         self._pending: Callable[[], torch.Tensor] | None = None  # a rollout started during the last update
+        # A step-by-step rollout beside the update fills a second storage: the batch the critic
+        # fits on is made of views of the first.
+        self._spare = None if self.fused or not self.overlap else \
+            RolloutStorage(cfg.num_steps, cfg.num_envs, env.spec.obs_dim, env.spec.act_dim, env.device)
         self._obs: torch.Tensor | None = None
         self._start_step = 0  # global_step when this process began training
         self._max_threads = torch.get_num_threads()
@@ -347,14 +355,11 @@ class Runner:
         """Collect a rollout, make the batch, update; returns the update's metrics with the
         phases' seconds (``charts/*_seconds``)."""
         self.algo.set_progress(self.progress.iteration / last)
-        if hasattr(self.env, "set_progress"):  # an env's curriculum (Go1's cost curriculum)
-            self.env.set_progress(self.progress.iteration / last)
         t0 = time.perf_counter()
         self.collect()
         t1 = time.perf_counter()  # with a rollout started during the last update: the wait for it
         self._place_threads()
-        metrics, t2 = self.batch_and_update(overlap=self.fused and self.cfg.overlap_critic
-                                            and self.progress.iteration + 1 < last)
+        metrics, t2 = self.batch_and_update(overlap=self.overlap and self.progress.iteration + 1 < last)
         phases = {"rollout": t1 - t0, "batch": t2 - t1, "update": time.perf_counter() - t2}
         self.clock.iteration_done(phases)
         self.progress.iteration += 1
@@ -376,14 +381,29 @@ class Runner:
     def collect(self) -> None:
         """The rollout into ``self.storage``: the one started during the last update, or a new one."""
         if self._pending is None:
-            self._pending = self._start_rollout()
+            self._pending = self._start_rollout(self.progress.iteration)
         self._obs, self._pending = self._pending(), None
 
-    def _start_rollout(self) -> Callable[[], torch.Tensor]:
+    def _start_rollout(self, iteration: int, background: bool = False) -> Callable[[], torch.Tensor]:
+        """Start iteration ``iteration``'s rollout (:func:`start_collect`), the env told first
+        where training stands (an env's curriculum: Go1's cost curriculum)."""
+        if hasattr(self.env, "set_progress"):
+            self.env.set_progress(iteration / self.num_iterations)
         # The fused rollout's noise seed comes from torch's generator: runs stay reproducible
         # and a resume (which restores that generator) continues the same stream.
         fused_seed = int(torch.randint(2**31 - 1, ()).item()) if self.fused else None
-        return start_collect(self.env, self.agent, self._obs, self.storage, fused_seed)
+        spare = self._spare if background and not self.fused else None
+        finish = start_collect(self.env, self.agent, self._obs, spare or self.storage, fused_seed, background)
+        if spare is None:
+            return finish
+
+        def finish_and_swap() -> torch.Tensor:
+            next_obs = finish()
+            if self._spare is spare:  # the first call: the filled storage becomes the current one
+                self.storage, self._spare = spare, self.storage
+            return next_obs
+
+        return finish_and_swap
 
     def batch_and_update(self, overlap: bool) -> tuple[dict[str, float], float]:
         """The batch (normalizers, GAE) and the guarded update; returns the metrics and the
@@ -399,10 +419,10 @@ class Runner:
         if self.guard.update_ok(metrics, self.agent):
             self.guard.succeeded()
             return metrics, batch_ready
-        self.state.restore(saved)
-        if self._pending is not None:  # collected by the policy just undone: drop it
+        if self._pending is not None:  # collected by the policy about to be undone: drop it
             self._pending()
             self._pending = None
+        self.state.restore(saved)
         self._drop_rollout("the update (loss, gradient or weights)")
         return {}, batch_ready
 
@@ -425,7 +445,7 @@ class Runner:
         critic learns on half of torch's CPU threads."""
         metrics = self.algo.update_policy(batch)
         if overlap:
-            self._pending = self._start_rollout()
+            self._pending = self._start_rollout(self.progress.iteration + 1, background=True)
         with fewer_threads(overlap and batch.obs.device.type == "cpu"):
             metrics.update(self.algo.update_value(batch))
             metrics.update(self.diagnostics(batch))

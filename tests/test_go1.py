@@ -206,8 +206,9 @@ def test_the_rollout_runs_the_policy_on_one_torch_thread_then_gives_the_others_b
 
     env = go1(4)
     agent = ActorCritic(env.spec.obs_dim, env.spec.act_dim, hidden_sizes=(8,))
-    threads, act = [], agent.act
-    monkeypatch.setattr(agent, "act", lambda obs: (threads.append(torch.get_num_threads()), act(obs))[1])
+    threads, act = [], agent.act_and_see
+    monkeypatch.setattr(agent, "act_and_see", lambda obs, **kw: (threads.append(torch.get_num_threads()),
+                                                                act(obs, **kw))[1])
     storage = RolloutStorage(3, 4, env.spec.obs_dim, env.spec.act_dim, torch.device("cpu"))
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -151,6 +151,10 @@ class MujocoVecEnv:
         threads: threads stepping the batch (``auto``: every core this process may use).
     """
 
+    background_rollout = True
+    """The rollout may run on a thread beside the critic's fit (:func:`stridelab.rollout.steps_in_background`):
+    the physics runs in C with the GIL released, and the core the rollout's Python leaves idle fits the critic."""
+
     policy_threads = 1
     """torch threads for the policy between steps (:func:`stridelab.rollout.torch_threads`): the
     physics runs on every core on the batch's own threads, which torch's spinning workers would slow."""
