@@ -393,7 +393,8 @@ class Runner:
         # and a resume (which restores that generator) continues the same stream.
         fused_seed = int(torch.randint(2**31 - 1, ()).item()) if self.fused else None
         spare = self._spare if background and not self.fused else None
-        finish = start_collect(self.env, self.agent, self._obs, spare or self.storage, fused_seed, background)
+        storage = self.storage if spare is None else spare
+        finish = start_collect(self.env, self.agent, self._obs, storage, fused_seed, background)
         if spare is None:
             return finish
 
