@@ -82,13 +82,24 @@ def loop_stepper(model: mujoco.MjModel, n: int, threads: int) -> Callable[[np.nd
 def batch_stepper(model: mujoco.MjModel, n: int, threads: int) -> Callable[[np.ndarray], None]:
     b = mj_batch.Batch(model, n, threads)
     b.reset(keyframe=model.key("home").id)
-    ctrl, _ = b.bind("ctrl"), b.bind("sensordata")
+    ctrl, _, load = b.bind("ctrl"), b.bind("sensordata"), physics_load(b)
 
     def step(u: np.ndarray) -> None:
         ctrl[:] = u
         b.step(nstep=SUBSTEPS, stage=mujoco.mjtStage.mjSTAGE_VEL)
     step.keep = b  # type: ignore[attr-defined]
+    step.load = load  # type: ignore[attr-defined]
     return step
+
+
+def physics_load(b: mj_batch.Batch) -> Callable[[], dict[str, float]]:
+    """A function returning the batch's mean contacts and solver iterations at its last call
+    (what a step's physics costs depends on them). Bind before the first call."""
+    ncon, niter = b.bind("ncon"), b.bind("solver_niter")
+
+    def load() -> dict[str, float]:
+        return {"contacts": float(ncon.mean()), "solver_iterations": float(niter.reshape(len(niter), -1)[:, 0].mean())}
+    return load
 
 
 def rollout_stepper(model: mujoco.MjModel, n: int, threads: int) -> Callable[[np.ndarray], None]:
