@@ -410,22 +410,26 @@ def _seed_means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
+COMMAND_PANELS = (("lin_vel_error", "linear-velocity error (m/s)"), ("yaw_rate_error", "yaw-rate error (rad/s)"),
+                  ("falls_per_episode", "falls per episode"))
+
+
 def plot_commands(stats_: dict[str, Any], path: Path) -> Path:
-    """Bars per command, one per algorithm (mean over seeds): linear-velocity tracking error and
-    falls per episode, nominal (top) and randomized (bottom); dashed: :data:`COMMAND_TARGETS`."""
+    """Bars per command, one per algorithm (mean over seeds): linear-velocity and yaw-rate
+    tracking errors and falls per episode, nominal (top) and randomized (bottom); dashed:
+    :data:`COMMAND_TARGETS`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     conditions = [c for c in ("nominal", "randomized") if any(c in s for s in stats_.values())]
-    fig, axes = plt.subplots(len(conditions), 2, figsize=(12, 3.4 * len(conditions)), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(len(conditions), len(COMMAND_PANELS), figsize=(16, 3.4 * len(conditions)),
+                             squeeze=False, constrained_layout=True)
     width = 0.8 / len(stats_)
     for row, condition in zip(axes, conditions):
         names = next(list(s[condition]) for s in stats_.values() if condition in s)
-        for ax, (key, label) in zip(row, (("lin_vel_error", "linear-velocity error (m/s)"),
-                                          ("falls_per_episode", "falls per episode"))):
+        for ax, (key, label) in zip(row, COMMAND_PANELS):
             for i, (algo, s) in enumerate(stats_.items()):
                 values = [s.get(condition, {}).get(n, {}).get(key) for n in names]
                 ax.bar(np.arange(len(names)) + (i - (len(stats_) - 1) / 2) * width,
