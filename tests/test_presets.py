@@ -68,3 +68,17 @@ def test_a_variant_stays_that_variant_under_a_named_network():
 def test_an_unknown_network_is_one_line_naming_the_choices():
     with pytest.raises(ConfigError, match=r"unknown network 'orignal' \(did you mean 'original'\?\); choose one of original, baselines"):
         build_config({"env": "Hopper-v5", "algo": "ppo", "network": "orignal"})
+
+
+@pytest.mark.parametrize("algo,grid", [("trpo", "go1-mirror"), ("ppo", "go1-preset-s20")])
+def test_go1s_presets_are_the_configs_its_evidence_trained_with(algo, grid):
+    """docs/results.md's Go1 runs (every seed meets every bound) trained with the presets as they
+    are: a preset changed without new runs fails here."""
+    import json
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "grids" / grid
+                           / f"Go1JoystickFlatTerrain_{algo}_s1.json").read_text())["config"]
+    preset = vars(build_config({"env": "Go1JoystickFlatTerrain", "algo": algo}))
+    per_run = {"run_dir", "seed", "progress"}  # the grid sets these for each run
+    assert {k: preset[k] for k in recorded if k not in per_run} == {k: v for k, v in recorded.items() if k not in per_run}
