@@ -63,7 +63,8 @@ replayed on a fresh env in a process of its own right after, its physics timed
 simulator on the same batch) reads ``x replay``: under uniformly random targets the robots collapse
 and the physics does less work per step (fewer contacts, fewer solver iterations) than under a
 policy's actions. Medians over the rounds, with the range. The table also says how many cores
-other programs kept busy meanwhile (``stridelab.cores.CoreMeter``): on a busy machine the ratios are not a quiet one's.
+other programs kept busy meanwhile (``stridelab.cores.CoreMeter``): on a busy machine the ratios
+are not a quiet one's.
 JSON: ``benchmarks/results/throughput_<env>.json`` unless ``--out``.
 
 ``CPU us/step``: CPU time of the measuring process (every thread, XLA's and torch's) per env step,
