@@ -81,4 +81,5 @@ def test_go1s_presets_are_the_configs_its_evidence_trained_with(algo, grid):
                            / f"Go1JoystickFlatTerrain_{algo}_s1.json").read_text())["config"]
     preset = vars(build_config({"env": "Go1JoystickFlatTerrain", "algo": algo}))
     per_run = {"run_dir", "seed", "progress"}  # the grid sets these for each run
-    assert {k: preset[k] for k in recorded if k not in per_run} == {k: v for k, v in recorded.items() if k not in per_run}
+    shared = [k for k in recorded if k not in per_run]
+    assert {k: preset[k] for k in shared} == {k: recorded[k] for k in shared}
