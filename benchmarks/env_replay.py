@@ -41,7 +41,8 @@ class Recording:
     envs: list[tuple[tuple, dict, list[tuple]]] = field(default_factory=list)
 
     def busiest(self) -> tuple[tuple, dict, list[tuple]]:
-        """The env that stepped most: the training env (an evaluation env steps far less)."""
+        """The env that stepped most: the training env where evaluation is off or short, as in
+        benchmarks/throughput.py (an evaluation env's 1,000-step episodes can outstep a short run)."""
         return max(self.envs, key=lambda e: sum(call[0] == "step" for call in e[2]))
 
 
@@ -95,6 +96,8 @@ def replay(log: Recording, skip_steps: int) -> dict[str, Any]:
     import stridelab.envs.mujoco as mj
 
     args, kwargs, calls = log.busiest()
+    if sum(call[0] == "step" for call in calls) <= skip_steps:
+        raise ValueError(f"the recording has no steps after the first {skip_steps} to time")
     env = mj.make_vec_env(*args, **kwargs)
     physics_step, spent = env.sim.step, {"physics": 0.0, "env": 0.0}
 
