@@ -99,15 +99,7 @@ def replay(log: Recording, skip_steps: int) -> dict[str, Any]:
     if sum(call[0] == "step" for call in calls) <= skip_steps:
         raise ValueError(f"the recording has no steps after the first {skip_steps} to time")
     env = mj.make_vec_env(*args, **kwargs)
-    physics_step, spent = env.sim.step, {"physics": 0.0, "env": 0.0}
-
-    def timed_physics(substeps: int) -> Any:
-        t = time.perf_counter()
-        out = physics_step(substeps)
-        spent["physics"] += time.perf_counter() - t
-        return out
-
-    env.sim.step = timed_physics
+    spent = _time_physics(env)
     ncon, niter = env.sim.batch.bind("ncon"), env.sim.batch.bind("solver_niter")
     load = {"contacts": 0.0, "solver_iterations": 0.0}
     steps, identical = 0, True
@@ -133,6 +125,21 @@ def replay(log: Recording, skip_steps: int) -> dict[str, Any]:
     timed = (steps - skip_steps) * env.num_envs
     return {"physics_sps": timed / spent["physics"], "env_sps": timed / spent["env"], "steps": steps * env.num_envs,
             "identical": identical, **{key: total / (steps - skip_steps) for key, total in load.items()}}
+
+
+def _time_physics(env: Any) -> dict[str, float]:
+    """Wrap ``env``'s physics call with a timer; returns the dict its seconds add up in
+    (``physics``; ``env`` for the caller's own timing of whole steps)."""
+    physics_step, spent = env.sim.step, {"physics": 0.0, "env": 0.0}
+
+    def timed_physics(substeps: int) -> Any:
+        t = time.perf_counter()
+        out = physics_step(substeps)
+        spent["physics"] += time.perf_counter() - t
+        return out
+
+    env.sim.step = timed_physics
+    return spent
 
 
 def replay_alone(log: Recording, skip_steps: int) -> dict[str, Any]:
