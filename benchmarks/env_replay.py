@@ -33,6 +33,11 @@ from typing import Any
 
 import torch
 
+if __package__:  # imported as benchmarks.env_replay
+    from benchmarks.mujoco_throughput import physics_load
+else:  # run as a script, or imported with this folder on sys.path (benchmarks/throughput.py)
+    from mujoco_throughput import physics_load
+
 
 @dataclass
 class Recording:
@@ -49,7 +54,7 @@ class Recording:
 @contextmanager
 def recording() -> Iterator[Recording]:
     """Record every native MuJoCo env built in the block, and each ``reset``, ``set_progress``
-    and ``step`` called on it (the step's action and reward, cloned)."""
+    and ``step`` called on it (the step's action and reward)."""
     import stridelab.envs.mujoco as mj
 
     made, log = mj.make_vec_env, Recording()
@@ -81,7 +86,9 @@ def _record(env: Any, calls: list[tuple]) -> None:
 
     def recorded_step(action: torch.Tensor) -> Any:
         res = step(action)
-        calls.append(("step", action.detach().clone(), res.reward.clone()))
+        # Kept, not copied: the policy and MujocoVecEnv hand out fresh tensors each step (were one
+        # reused, the replay's reward check would say so).
+        calls.append(("step", action, res.reward))
         return res
 
     env.reset, env.set_progress, env.step = recorded_reset, recorded_progress, recorded_step
@@ -100,8 +107,7 @@ def replay(log: Recording, skip_steps: int) -> dict[str, Any]:
         raise ValueError(f"the recording has no steps after the first {skip_steps} to time")
     env = mj.make_vec_env(*args, **kwargs)
     spent = _time_physics(env)
-    ncon, niter = env.sim.batch.bind("ncon"), env.sim.batch.bind("solver_niter")
-    load = {"contacts": 0.0, "solver_iterations": 0.0}
+    load_now, load = physics_load(env.sim.batch), {"contacts": 0.0, "solver_iterations": 0.0}
     steps, identical = 0, True
     try:
         for call in calls:
@@ -118,8 +124,8 @@ def replay(log: Recording, skip_steps: int) -> dict[str, Any]:
                 identical = identical and torch.equal(res.reward, call[2])
                 steps += 1
                 if steps > skip_steps:
-                    load["contacts"] += float(ncon.mean())
-                    load["solver_iterations"] += float(niter.reshape(len(niter), -1)[:, 0].mean())
+                    for key, value in load_now().items():
+                        load[key] += value
     finally:
         env.close()
     timed = (steps - skip_steps) * env.num_envs

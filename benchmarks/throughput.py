@@ -81,6 +81,7 @@ _T0 = time.perf_counter()  # the child's start: "first update" counts imports an
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
@@ -184,14 +185,11 @@ def simulator_torch(env_name: str, num_envs: int, backend: str, seconds: float) 
     return {"sps": num_envs * steps / (time.perf_counter() - t), "first_update_s": first}
 
 
-def _mujoco_benchmark():  # noqa: ANN202
-    """benchmarks/mujoco_throughput.py (its steppers), whether this file runs as a script (its
-    folder on ``sys.path``) or is imported as ``benchmarks.throughput`` (the repository's)."""
-    if __package__:
-        from benchmarks import mujoco_throughput
-    else:
-        import mujoco_throughput
-    return mujoco_throughput
+def _sibling(name: str):  # noqa: ANN202
+    """Module ``name`` of this folder (benchmarks/mujoco_throughput.py's steppers,
+    benchmarks/env_replay.py), whether this file runs as a script (its folder on ``sys.path``) or
+    is imported as ``benchmarks.throughput`` (the repository's)."""
+    return importlib.import_module(f"benchmarks.{name}" if __package__ else name)
 
 
 MUJOCO_SIM_PARTS = ("loop", "batch", "env")  # mujoco_throughput's steppers, in the order measured
@@ -205,7 +203,7 @@ def mujoco_simulator(env_name: str, num_envs: int, seconds: float) -> dict:
     core this process may use), from the same start under the same random joint targets."""
     from stridelab.cores import CoreMeter, affinity
 
-    bench = _mujoco_benchmark()
+    bench = _sibling("mujoco_throughput")
     if env_name != bench.TASK:
         raise SystemExit(f"the MuJoCo simulator parts step {bench.TASK}'s model "
                          f"(benchmarks/mujoco_throughput.py), not {env_name!r}")
@@ -222,19 +220,10 @@ def mujoco_simulator(env_name: str, num_envs: int, seconds: float) -> dict:
     return out
 
 
-def _env_replay():  # noqa: ANN202
-    """benchmarks/env_replay.py, as :func:`_mujoco_benchmark` finds its module."""
-    if __package__:
-        from benchmarks import env_replay
-    else:
-        import env_replay
-    return env_replay
-
-
 def _replay(log: Any, sps: float, num_steps: int) -> dict:
     """The simulator alone on the run's own steps, in a process of its own
     (benchmarks/env_replay.py), and training's steps/s against it (``x_replay``)."""
-    r = _env_replay().replay_alone(log, skip_steps=num_steps)
+    r = _sibling("env_replay").replay_alone(log, skip_steps=num_steps)
     out = {"replay_physics_sps": r["physics_sps"], "replay_env_sps": r["env_sps"], "replay_identical": r["identical"],
            "replay_contacts": r["contacts"], "replay_solver_iterations": r["solver_iterations"]}
     if r["identical"]:  # otherwise the replay stepped other states: no ratio to them
@@ -256,7 +245,7 @@ def stridelab_training(algo: str, env_name: str, num_envs: int, backend: str, it
         before_train = time.perf_counter() - _T0
         meter = CoreMeter()
         native = _is_native_mujoco(env_name)
-        with _env_replay().recording() if native else contextlib.nullcontext() as log:
+        with _sibling("env_replay").recording() if native else contextlib.nullcontext() as log:
             summary = train(cfg)
         others_busy = meter.others_busy()  # cores other programs kept busy while it trained (not the replay's)
     steady = summary["time/rollout_s"] + summary["time/batch_s"] + summary["time/update_s"]

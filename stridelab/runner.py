@@ -392,7 +392,7 @@ class Runner:
         # The fused rollout's noise seed comes from torch's generator: runs stay reproducible
         # and a resume (which restores that generator) continues the same stream.
         fused_seed = int(torch.randint(2**31 - 1, ()).item()) if self.fused else None
-        spare = self._spare if background and not self.fused else None
+        spare = self._spare if background else None  # None when fused: its storage fills at finish()
         storage = self.storage if spare is None else spare
         finish = start_collect(self.env, self.agent, self._obs, storage, fused_seed, background)
         if spare is None:
